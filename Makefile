@@ -1,0 +1,40 @@
+# Two commands do all the set-up: `make demo` and `make test`. Nothing here needs root.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+TEST_PLUGINS := build/test-plugins
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: install demo test test-plugins benchmarks clean
+
+# torch==2.13.0 first: an unpinned torch (or any range it does not satisfy) resolves to a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml registry/pyproject.toml constraints.txt $(PLUGINS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e registry -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/nextgpt demo --out outputs/demo
+
+# The fake plugin is installed as a real distribution into build/test-plugins (not into .venv), so its entry
+# point is found by the tests (PYTHONPATH below) and never by `nextgpt demo`.
+test-plugins: install
+	rm -rf $(TEST_PLUGINS)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --target $(TEST_PLUGINS) ./tests/fake_plugin
+
+test: test-plugins
+	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+benchmarks: test-plugins
+	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/cli_startup.py
+	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/request_overhead.py
+
+clean:
+	rm -rf $(VENV) build outputs .pytest_cache

@@ -1,0 +1,232 @@
+"""The ``nextgpt`` command line (typer). Thin: every command wraps the Python API.
+
+Bad input (a missing file, an unsupported media type, an unknown modality, a malformed composition) is one line
+on stderr and exit code 2, never a traceback. ``nextgpt --help`` and ``nextgpt plugins`` never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(
+    name="nextgpt",
+    help="Any-to-any multimodal LLM (NExT-GPT method): text, images, video and audio in and out, through plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+compose_app = typer.Typer(help="Check and inspect compositions.", no_args_is_help=True)
+app.add_typer(compose_app, name="compose")
+
+_MODALITY_PREFIX = re.compile(r"^([a-z][a-z0-9_]*)=(.+)$")
+
+
+class UsageProblem(Exception):
+    """Bad input detected by the CLI itself."""
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn nextgpt's input errors into one stderr line and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from nextgpt_registry import RegistryError
+
+        from .errors import NextGPTError
+
+        try:
+            return fn(*args, **kwargs)
+        except (NextGPTError, RegistryError, UsageProblem) as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------- plugins
+@app.command()
+@_guard
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List installed modalities and components: distribution, version, licence (no torch import)."""
+    from .plugins import get_registry
+
+    reg = get_registry()
+    modalities = [
+        {
+            "key": s.key,
+            "plugin": reg.provider("modality", s.key).describe(),
+            "license": s.license,
+            "inputs": ",".join(s.extensions) if s.can_read else "-",
+            "outputs": f"{s.num_signal_tokens} x {s.signal_token_format}" if s.can_generate else "-",
+            "description": s.description,
+        }
+        for s in reg.modalities.values()
+    ]
+    components = [
+        {
+            "id": c.id,
+            "role": c.role,
+            "modality": c.modality or "any",
+            "plugin": reg.provider("component", c.id).describe(),
+            "license": c.license,
+            "target": c.target,
+        }
+        for c in reg.components.values()
+    ]
+    problems = [f.describe() for f in reg.failures] + [f"plugin {n!r} could not be found" for n in reg.not_found]
+    if as_json:
+        typer.echo(json.dumps({"modalities": modalities, "components": components, "problems": problems}, indent=2))
+        return
+    typer.echo(f"Modalities ({len(modalities)})")
+    if not modalities:
+        typer.echo("  (none: install a modality plugin, e.g. pip install -e plugins/nextgpt-image)")
+    for m in modalities:
+        typer.echo(f"  {m['key']:<12} {m['plugin']:<34} {m['license']:<14} in: {m['inputs']:<16} out: {m['outputs']}")
+    typer.echo(f"Components ({len(components)})")
+    for c in components:
+        typer.echo(f"  {c['id']:<22} {c['role']:<17} {c['modality']:<11} {c['plugin']:<34} {c['license']}")
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------- compose
+@compose_app.command("validate")
+@_guard
+def compose_validate(file: Path = typer.Argument(..., help="A composition TOML file (or a built-in name).")) -> None:
+    """Check a composition: keys, names, and that every projector fits its encoder, the LLM and its decoder."""
+    from .composition import resolve_composition
+
+    resolved = resolve_composition(str(file))
+    mods = ", ".join(resolved.modalities) or "(no modalities)"
+    typer.echo(f"ok: composition {resolved.composition.name!r}: LLM hidden {resolved.llm_hidden_size}; modalities: {mods}")
+
+
+@compose_app.command("show")
+@_guard
+def compose_show(name: str = typer.Argument(..., help="A built-in name (e.g. tiny) or a TOML path.")) -> None:
+    """Print a composition resolved against the installed plugins (JSON)."""
+    from .composition import resolve_composition
+
+    typer.echo(json.dumps(resolve_composition(name).to_dict(), indent=2))
+
+
+@compose_app.command("list")
+def compose_list() -> None:
+    """List the built-in compositions."""
+    from .composition import builtin_compositions
+
+    for name in builtin_compositions():
+        typer.echo(name)
+
+
+# ---------------------------------------------------------------------------------------------- generate / demo
+def _parse_input(value: str) -> tuple[Optional[str], Path]:
+    match = _MODALITY_PREFIX.match(value)
+    if match and not Path(value).exists():
+        return match.group(1), Path(match.group(2))
+    return None, Path(value)
+
+
+def _media_inputs(values: list[str]) -> list[Any]:
+    from .conversation import Media
+    from .plugins import get_registry
+
+    reg = get_registry()
+    media = []
+    for value in values:
+        key, path = _parse_input(value)
+        if key is not None:
+            reg.modality(key)  # unknown modality: lists the registered ones
+        if not path.is_file():
+            raise UsageProblem(f"input file not found: {str(path)!r}")
+        media.append(Media.from_path(path, modality=key or reg.modality_for_path(path)))
+    return media
+
+
+def _print_response(response: Any, paths: list[Path]) -> None:
+    for notice in response.notices:
+        typer.echo(f"note: {notice}", err=True)
+    typer.echo(f"reply: {response.text}")
+    typer.echo(f"seed: {response.seed}")
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+@_guard
+def generate(
+    prompt: str = typer.Option("", "--prompt", "-p", help="The user's text."),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="A media file, [MODALITY=]PATH (repeatable)."),
+    want: list[str] = typer.Option([], "--want", "-w", help="A modality the reply must contain (repeatable)."),
+    composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (a nextgpt checkpoint folder)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling and decoders."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the reply text and generated media."),
+) -> None:
+    """Answer one request: text and media in, text and media out (written to --out)."""
+    from .composition import load_composition
+    from .conversation import Conversation
+
+    load_composition(composition)  # a malformed composition fails before anything heavy loads
+    media = _media_inputs(inputs)
+    if checkpoint is not None and not checkpoint.is_dir():
+        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+    conversation = Conversation.from_prompt(prompt, media)
+    from .model import NextGPT
+
+    model = NextGPT.from_composition(composition, checkpoint=checkpoint)
+    response = model.generate(conversation, want=want, seed=seed, max_new_tokens=max_new_tokens)
+    _print_response(response, response.save(out, model.registry))
+
+
+@app.command()
+@_guard
+def demo(
+    out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="Folder for inputs and outputs."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampling and decoders."),
+) -> None:
+    """Run the `tiny` composition with every installed modality: each input modality's example in, every
+    output modality out. Writes the files and prints their paths."""
+    from .conversation import Conversation, Media
+    from .model import NextGPT
+
+    model = NextGPT.from_composition("tiny")
+    out.mkdir(parents=True, exist_ok=True)
+    media = []
+    for key in model.input_modalities():
+        io = model.media_io(key)
+        sample = io.example()
+        spec = model.registry.modality(key)
+        if sample is None:
+            continue
+        path = io.write(sample, out / f"input_{key}{spec.output_extension or spec.extensions[0]}")
+        typer.echo(f"input {key}: {path}")
+        media.append(Media(modality=key, data=sample, path=path))
+    if not model.resolved.modalities:
+        typer.echo("note: no modality plugins are installed, so this demo is text only (see plugins/)", err=True)
+    prompt = "Describe the inputs, then show me what they could become."
+    conversation = Conversation.from_prompt(prompt, media)
+    response = model.generate(conversation, want=model.output_modalities(), seed=seed)
+    typer.echo(f"prompt: {prompt}")
+    _print_response(response, response.save(out / "reply", model.registry))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

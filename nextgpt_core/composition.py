@@ -1,0 +1,568 @@
+"""Compositions: which LLM, which modalities and which components, in one TOML file validated by pydantic.
+
+Loading a composition (:func:`load_composition`) checks its syntax and keys without torch. Resolving it
+(:func:`resolve_composition`) looks every name up in the registry, merges each plugin's preset with the file's
+overrides, fills the projectors' dimensions from their neighbours and rejects a projector that does not fit its
+encoder or decoder, naming both. See docs/compositions.md for every key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from nextgpt_registry import ComponentChoice, ModalitySpec, Registry, RegistryError, UnknownKeyError, resolve_target
+
+from .errors import CompositionError, ConfigError
+
+__all__ = [
+    "Composition",
+    "ComponentSettings",
+    "ResolvedComposition",
+    "ResolvedModality",
+    "builtin_compositions",
+    "load_composition",
+    "resolve_composition",
+]
+
+
+def _choice(value: Any) -> Any:
+    return {"id": value} if isinstance(value, str) else value
+
+
+Choice = Annotated[ComponentChoice, BeforeValidator(_choice)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyLLMSettings(_Strict):
+    """A random-init Llama of the real class and a byte-level BPE tokenizer trained offline at build time."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 512
+    tokenizer_vocab_size: int = Field(default=300, ge=260)
+
+
+class LLMSettings(_Strict):
+    """The language model: a local Hugging Face folder (``path``) or a ``tiny`` random instance. Never a hub id."""
+
+    path: str | None = None
+    tiny: TinyLLMSettings | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "LLMSettings":
+        if (self.path is None) == (self.tiny is None):
+            raise ValueError("set exactly one of `llm.path` (a local folder) and `[llm.tiny]`")
+        return self
+
+
+class PromptSettings(_Strict):
+    """How turns become text. ``{content}`` is replaced by the turn's parts (media as wrapped embeddings).
+
+    Attributes:
+        system: text before the first turn.
+        user: template of a user turn.
+        assistant: template of an earlier assistant turn (history).
+        generation_prompt: appended after the last user turn; the reply continues it.
+        stop: strings that end the reply (matched on token ids).
+        bos: ``"start"`` (one BOS at the start), ``"every_segment"`` (a BOS before every text segment, as the
+            official v0 demo does) or ``"none"``.
+        part_separator: text between the parts of one turn.
+    """
+
+    system: str = ""
+    user: str = "### Human: {content}\n"
+    assistant: str = "### Assistant: {content}\n###"
+    generation_prompt: str = "### Assistant:"
+    stop: tuple[str, ...] = ("###",)
+    bos: Literal["start", "every_segment", "none"] = "start"
+    part_separator: str = " "
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> "PromptSettings":
+        for name in ("user", "assistant"):
+            if "{content}" not in getattr(self, name):
+                raise ValueError(f"`prompt.{name}` must contain '{{content}}'")
+        return self
+
+
+class GenerationSettings(_Strict):
+    """Defaults of the LLM's sampling; each can be overridden per request."""
+
+    max_new_tokens: int = Field(default=64, ge=1)
+    do_sample: bool = True
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
+    max_context_tokens: int | None = Field(default=None, ge=8)
+
+
+class SignalSettings(_Strict):
+    """Which hidden states feed the output projectors.
+
+    Attributes:
+        hidden_layer: index into the LLM's hidden states (-1: the last layer after the final norm, official).
+        position_offset: 0 reads the states AT the signal tokens (what the official projector was trained on);
+            -1 reads the position before each one (what a literal copy of the legacy inference indexing would
+            read in today's transformers, which no longer puts a BOS first in ``generate``'s output).
+    """
+
+    hidden_layer: int = -1
+    position_offset: int = Field(default=0, le=0)
+
+
+class InputProjectionSettings(_Strict):
+    """``tie = true``: one input projector shared by every input modality (official v0 ``llama_proj``)."""
+
+    tie: bool = False
+    shared: Choice | None = None
+
+    @model_validator(mode="after")
+    def _shared_when_tied(self) -> "InputProjectionSettings":
+        if self.tie and self.shared is None:
+            raise ValueError("`input_projection.tie = true` needs `input_projection.shared` (e.g. \"linear\")")
+        return self
+
+
+class LoRASettings(_Strict):
+    """LoRA on the LLM (peft). Official stage 3: r 32, alpha 32, dropout 0.1 on q, k, v, o."""
+
+    enabled: bool = False
+    r: int = Field(default=8, ge=1)
+    alpha: float = 16.0
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class ComponentSettings(_Strict):
+    """One modality's part of a composition; unset fields come from the plugin's preset."""
+
+    preset: str | None = None
+    encoder: Choice | None = None
+    input_projector: Choice | None = None
+    output_projectors: tuple[Choice, ...] | None = None
+    decoder: Choice | None = None
+    num_signal_tokens: int | None = Field(default=None, ge=1)
+    signal_token_format: str | None = None
+    wrapper_tokens: tuple[str, str] | None = None
+    decode_options: dict[str, Any] = Field(default_factory=dict)
+    item_merge: Literal["separate", "sum"] = "separate"
+    max_per_reply: int = Field(default=1, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_output_projector(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "output_projector" in data:
+            data = dict(data)
+            if "output_projectors" in data:
+                raise ValueError("give `output_projector` or `output_projectors`, not both")
+            data["output_projectors"] = [data.pop("output_projector")]
+        return data
+
+
+class Composition(_Strict):
+    """A whole system: the LLM, its settings, and the modalities in order.
+
+    ``auto_modalities = "tiny"`` adds every installed modality the file does not list, with that preset, after
+    the listed ones (the built-in ``tiny`` composition uses it, so a new plugin needs no edit here).
+    """
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    llm: LLMSettings
+    prompt: PromptSettings = PromptSettings()
+    generation: GenerationSettings = GenerationSettings()
+    signal: SignalSettings = SignalSettings()
+    input_projection: InputProjectionSettings = InputProjectionSettings()
+    lora: LoRASettings = LoRASettings()
+    auto_modalities: str | None = None
+    modalities: dict[str, ComponentSettings] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def builtin_compositions() -> list[str]:
+    """Names of the compositions shipped with the core."""
+    folder = resources.files("nextgpt_core") / "compositions"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_composition(source: "str | os.PathLike[str] | Composition | dict[str, Any]") -> Composition:
+    """Read a composition from a built-in name, a TOML path, a dict, or pass a ``Composition`` through.
+
+    Raises:
+        CompositionError: unreadable TOML, unknown keys or bad values (every problem listed, with its key path).
+    """
+    if isinstance(source, Composition):
+        return source
+    if isinstance(source, dict):
+        return _validate(source, "<dict>")
+    path = Path(source)
+    if not path.suffix and str(source) in builtin_compositions():
+        text = (resources.files("nextgpt_core") / "compositions" / f"{source}.toml").read_text()
+        where = f"built-in composition {source!r}"
+    elif path.is_file():
+        text, where = path.read_text(), str(path)
+    else:
+        raise CompositionError(
+            f"no composition file {str(source)!r} and no built-in of that name; built-ins: {', '.join(builtin_compositions())}"
+        )
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CompositionError(f"{where}: not valid TOML ({exc})") from None
+    return _validate(data, where)
+
+
+def _validate(data: dict[str, Any], where: str) -> Composition:
+    try:
+        return Composition.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{loc}: {msg}")
+        raise CompositionError(f"{where}: " + "; ".join(problems)) from None
+
+
+# ---------------------------------------------------------------------------------------------- resolving
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A component with its registry id, its class name and its options, dimensions filled in."""
+
+    id: str
+    target: str
+    options: dict[str, Any]
+    fills: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedModality:
+    """One modality, ready to build: spec, tokens, components and defaults."""
+
+    key: str
+    spec: ModalitySpec
+    encoder: ResolvedComponent | None
+    input_projector: ResolvedComponent | None
+    output_projectors: tuple[ResolvedComponent, ...]
+    decoder: ResolvedComponent | None
+    wrapper_tokens: tuple[str, str] | None
+    signal_tokens: tuple[str, ...]
+    decode_options: dict[str, Any]
+    item_merge: str
+    max_per_reply: int
+
+    @property
+    def can_read(self) -> bool:
+        """Has an encoder path (media of this modality can be inputs)."""
+        return self.encoder is not None
+
+    @property
+    def can_generate(self) -> bool:
+        """Has signal tokens and a decoder (the LLM can emit this modality)."""
+        return self.decoder is not None and bool(self.signal_tokens)
+
+
+@dataclass(frozen=True)
+class ResolvedComposition:
+    """A composition checked against the registry: every name found, every dimension consistent."""
+
+    composition: Composition
+    llm_hidden_size: int
+    modalities: dict[str, ResolvedModality]
+    shared_input_projector: ResolvedComponent | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (``nextgpt compose show``)."""
+        def comp(c: ResolvedComponent | None) -> Any:
+            return None if c is None else {k: v for k, v in c.__dict__.items() if v is not None}
+
+        return {
+            "composition": self.composition.model_dump(mode="json", exclude={"modalities"}),
+            "llm_hidden_size": self.llm_hidden_size,
+            "shared_input_projector": comp(self.shared_input_projector),
+            "modalities": {
+                key: {
+                    "encoder": comp(m.encoder),
+                    "input_projector": comp(m.input_projector),
+                    "output_projectors": [comp(c) for c in m.output_projectors],
+                    "decoder": comp(m.decoder),
+                    "wrapper_tokens": list(m.wrapper_tokens) if m.wrapper_tokens else None,
+                    "signal_tokens": list(m.signal_tokens),
+                    "decode_options": m.decode_options,
+                    "item_merge": m.item_merge,
+                    "max_per_reply": m.max_per_reply,
+                }
+                for key, m in self.modalities.items()
+            },
+            "notes": list(self.notes),
+        }
+
+
+def llm_hidden_size(settings: LLMSettings) -> int:
+    """Hidden size of the configured LLM, read from ``config.json`` for a local folder (no weights loaded)."""
+    if settings.tiny is not None:
+        return settings.tiny.hidden_size
+    config_path = Path(settings.path or "") / "config.json"
+    if not config_path.is_file():
+        from .errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"llm.path {settings.path!r}: no config.json there (nextgpt never downloads weights)")
+    config = json.loads(config_path.read_text())
+    config = config.get("text_config", config)
+    return int(config["hidden_size"])
+
+
+def resolve_composition(
+    composition: "Composition | str | os.PathLike[str]", registry: Registry | None = None
+) -> ResolvedComposition:
+    """Check a composition against the registry and fill in every projector dimension.
+
+    Raises:
+        CompositionError: an unknown modality, preset or component, a component of the wrong role, or a
+            projector whose dimensions do not fit its encoder, the LLM or its decoder (naming both sides).
+    """
+    from .plugins import get_registry
+
+    comp = load_composition(composition)
+    registry = registry or get_registry()
+    hidden = llm_hidden_size(comp.llm)
+    notes: list[str] = []
+
+    ordered: list[tuple[str, ComponentSettings]] = list(comp.modalities.items())
+    if comp.auto_modalities is not None:
+        for key, spec in registry.modalities.items():
+            if key not in comp.modalities:
+                ordered.append((key, ComponentSettings(preset=comp.auto_modalities)))
+    resolved: dict[str, ResolvedModality] = {}
+    for key, settings in ordered:
+        try:
+            spec = registry.modality(key)
+        except UnknownKeyError as exc:
+            raise CompositionError(f"composition {comp.name!r}: {exc}") from None
+        resolved[key] = _resolve_modality(comp, key, spec, settings, registry, hidden)
+
+    shared = None
+    if comp.input_projection.tie:
+        shared = _resolve_shared_projector(comp, resolved, registry, hidden)
+    _check_tokens(comp, resolved)
+    return ResolvedComposition(comp, hidden, resolved, shared, tuple(notes))
+
+
+def _resolve_modality(
+    comp: Composition, key: str, spec: ModalitySpec, s: ComponentSettings, registry: Registry, hidden: int
+) -> ResolvedModality:
+    where = f"composition {comp.name!r}, modality {key!r}"
+    preset = None
+    if s.preset is not None:
+        preset = spec.presets.get(s.preset)
+        if preset is None:
+            raise CompositionError(
+                f"{where}: plugin has no preset {s.preset!r}; presets: {', '.join(spec.presets) or '(none)'}"
+            )
+
+    def pick(name: str) -> Any:
+        value = getattr(s, name)
+        return value if value is not None else (getattr(preset, name) if preset is not None else None)
+
+    enc_choice, inproj_choice, dec_choice = pick("encoder"), pick("input_projector"), pick("decoder")
+    out_choices = s.output_projectors if s.output_projectors is not None else (preset.output_projectors if preset else ())
+    decode_options = {**(preset.decode_options if preset else {}), **s.decode_options}
+    n_signal = s.num_signal_tokens or (preset.num_signal_tokens if preset else None) or spec.num_signal_tokens
+    fmt = s.signal_token_format or spec.signal_token_format
+    wrappers = s.wrapper_tokens or spec.wrapper_tokens
+
+    encoder = _component(registry, enc_choice, "encoder", key, where)
+    enc_dim = None
+    if encoder is not None:
+        klass = _class(encoder, where)
+        enc_dim = klass.output_dim_of(_config(klass, encoder.options, where, "encoder"))
+        if wrappers is None:
+            raise CompositionError(f"{where}: has an encoder but no wrapper tokens (set `wrapper_tokens`)")
+
+    input_projector = None
+    if encoder is not None and not comp.input_projection.tie:
+        if inproj_choice is None:
+            raise CompositionError(f"{where}: has an encoder but no `input_projector`")
+        input_projector = _fit_input_projector(registry, inproj_choice, key, where, encoder, enc_dim, hidden)
+
+    decoder = _component(registry, dec_choice, "decoder", key, where)
+    output_projectors: list[ResolvedComponent] = []
+    signal_tokens: tuple[str, ...] = ()
+    if decoder is not None:
+        if fmt is None:
+            raise CompositionError(f"{where}: has a decoder but the modality defines no signal tokens")
+        signal_tokens = tuple(fmt.format(i=i) for i in range(n_signal))
+        dec_class = _class(decoder, where)
+        inputs = {c.name: c for c in dec_class.conditioning_inputs_of(_config(dec_class, decoder.options, where, "decoder"))}
+        if not out_choices:
+            raise CompositionError(f"{where}: has a decoder but no `output_projectors`")
+        filled: dict[str, str] = {}
+        for choice in out_choices:
+            target_name = choice.fills or (next(iter(inputs)) if len(inputs) == 1 else None)
+            if target_name is None:
+                raise CompositionError(
+                    f"{where}: decoder {decoder.id!r} takes several conditioning inputs ({', '.join(inputs)}); "
+                    f"say which one output projector {choice.id!r} `fills`"
+                )
+            if target_name not in inputs:
+                raise CompositionError(
+                    f"{where}: output projector {choice.id!r} fills {target_name!r}, which decoder {decoder.id!r} "
+                    f"does not take; it takes {', '.join(inputs)}"
+                )
+            if target_name in filled:
+                raise CompositionError(f"{where}: {target_name!r} is filled twice ({filled[target_name]}, {choice.id})")
+            filled[target_name] = choice.id
+            output_projectors.append(
+                _fit_output_projector(registry, choice, key, where, inputs[target_name], decoder, hidden, n_signal)
+            )
+        unfilled = [n for n in inputs if n not in filled]
+        if unfilled:
+            raise CompositionError(f"{where}: decoder {decoder.id!r} input(s) {', '.join(unfilled)} filled by no output projector")
+    elif out_choices:
+        raise CompositionError(f"{where}: output projectors given but no decoder")
+
+    return ResolvedModality(
+        key=key,
+        spec=spec,
+        encoder=encoder,
+        input_projector=input_projector,
+        output_projectors=tuple(output_projectors),
+        decoder=decoder,
+        wrapper_tokens=tuple(wrappers) if (wrappers and encoder is not None) else None,  # type: ignore[arg-type]
+        signal_tokens=signal_tokens,
+        decode_options=decode_options,
+        item_merge=s.item_merge,
+        max_per_reply=s.max_per_reply,
+    )
+
+
+def _component(registry: Registry, choice: ComponentChoice | None, role: str, key: str, where: str) -> ResolvedComponent | None:
+    if choice is None:
+        return None
+    try:
+        spec = registry.component(choice.id, role=role)
+    except UnknownKeyError as exc:
+        raise CompositionError(f"{where}: {exc}") from None
+    if spec.modality not in (None, key):
+        raise CompositionError(f"{where}: {role.replace('_', ' ')} {choice.id!r} is for modality {spec.modality!r}")
+    return ResolvedComponent(choice.id, spec.target, dict(choice.options), choice.fills)
+
+
+def _class(component: ResolvedComponent, where: str) -> Any:
+    try:
+        return resolve_target(component.target)
+    except RegistryError as exc:
+        raise CompositionError(f"{where}: component {component.id!r}: {exc}") from None
+
+
+def _config(klass: Any, options: dict[str, Any], where: str, role: str) -> Any:
+    try:
+        return klass.make_config(options)
+    except ConfigError as exc:
+        raise CompositionError(f"{where}, {role}: {exc}") from None
+
+
+def _fit_input_projector(
+    registry: Registry, choice: ComponentChoice, key: str, where: str, encoder: ResolvedComponent, enc_dim: int | None, hidden: int
+) -> ResolvedComponent:
+    proj = _component(registry, choice, "input_projector", key, where)
+    assert proj is not None
+    options = dict(proj.options)
+    given_in = options.get("in_dim")
+    if given_in is not None and given_in != enc_dim:
+        raise CompositionError(
+            f"{where}: input projector {proj.id!r} has enc_dim (in_dim) {given_in}, but encoder {encoder.id!r} "
+            f"outputs {enc_dim}"
+        )
+    given_out = options.get("out_dim")
+    if given_out is not None and given_out != hidden:
+        raise CompositionError(f"{where}: input projector {proj.id!r} has out_dim {given_out}, but the LLM hidden size is {hidden}")
+    options.update(in_dim=enc_dim, out_dim=hidden)
+    klass = _class(proj, where)
+    _config(klass, options, where, "input projector")
+    return ResolvedComponent(proj.id, proj.target, options)
+
+
+def _fit_output_projector(
+    registry: Registry,
+    choice: ComponentChoice,
+    key: str,
+    where: str,
+    target: Any,
+    decoder: ResolvedComponent,
+    hidden: int,
+    n_signal: int,
+) -> ResolvedComponent:
+    proj = _component(registry, choice, "output_projector", key, where)
+    assert proj is not None
+    options = dict(proj.options)
+    for name, want in (("out_len", target.length), ("out_dim", target.dim)):
+        given = options.get(name)
+        if given is not None and given != want:
+            raise CompositionError(
+                f"{where}: output projector {proj.id!r} produces {name} {given}, but decoder {decoder.id!r} "
+                f"input {target.name!r} is {target.length}x{target.dim}"
+            )
+    if options.get("in_dim") not in (None, hidden):
+        raise CompositionError(f"{where}: output projector {proj.id!r} has in_dim {options['in_dim']}, but the LLM hidden size is {hidden}")
+    if options.get("num_signal_tokens") not in (None, n_signal):
+        raise CompositionError(
+            f"{where}: output projector {proj.id!r} expects {options['num_signal_tokens']} signal tokens, the modality has {n_signal}"
+        )
+    options.update(in_dim=hidden, num_signal_tokens=n_signal, out_len=target.length, out_dim=target.dim)
+    klass = _class(proj, where)
+    _config(klass, options, where, "output projector")
+    return ResolvedComponent(proj.id, proj.target, options, target.name)
+
+
+def _resolve_shared_projector(
+    comp: Composition, resolved: dict[str, ResolvedModality], registry: Registry, hidden: int
+) -> ResolvedComponent:
+    where = f"composition {comp.name!r}, input_projection.shared"
+    readers = [m for m in resolved.values() if m.encoder is not None]
+    dims: dict[str, tuple[str, int]] = {}
+    for m in readers:
+        klass = _class(m.encoder, where)  # type: ignore[arg-type]
+        dims[m.key] = (m.encoder.id, klass.output_dim_of(_config(klass, m.encoder.options, where, "encoder")))  # type: ignore[union-attr]
+    distinct = {d for _, d in dims.values()}
+    if len(distinct) > 1:
+        listing = ", ".join(f"{k}: encoder {e!r} -> {d}" for k, (e, d) in dims.items())
+        raise CompositionError(f"{where}: a tied input projector needs one encoder dim, got {listing}")
+    assert comp.input_projection.shared is not None
+    if not readers:
+        raise CompositionError(f"{where}: `tie = true` but no modality has an encoder")
+    first_key = readers[0].key
+    enc_id, enc_dim = dims[first_key]
+    enc = readers[0].encoder
+    assert enc is not None
+    return _fit_input_projector(registry, comp.input_projection.shared, first_key, where, enc, enc_dim, hidden)
+
+
+def _check_tokens(comp: Composition, resolved: dict[str, ResolvedModality]) -> None:
+    seen: dict[str, str] = {}
+    for m in resolved.values():
+        for tok in m.signal_tokens:
+            if tok in seen:
+                raise CompositionError(f"composition {comp.name!r}: signal token {tok!r} used by {seen[tok]} and {m.key}")
+            seen[tok] = m.key
+        for tok in m.wrapper_tokens or ():
+            if tok in seen and tok in (resolved[seen[tok]].signal_tokens):
+                raise CompositionError(f"composition {comp.name!r}: token {tok!r} is a signal token of {seen[tok]} and a wrapper of {m.key}")

@@ -1,0 +1,46 @@
+"""nextgpt's errors. Every one carries a single line that names the problem; the CLI prints it and exits 2."""
+
+from __future__ import annotations
+
+__all__ = [
+    "NextGPTError",
+    "ConfigError",
+    "CompositionError",
+    "CheckpointError",
+    "ConditioningError",
+    "MediaError",
+    "ConversationError",
+    "WeightsNotFoundError",
+]
+
+
+class NextGPTError(Exception):
+    """Base of every error nextgpt raises on bad input (never on a bug of its own)."""
+
+
+class ConfigError(NextGPTError, ValueError):
+    """Invalid options for a component, or an invalid setting."""
+
+
+class CompositionError(ConfigError):
+    """A composition file that does not parse, has unknown keys, or whose parts do not fit together."""
+
+
+class CheckpointError(NextGPTError):
+    """A checkpoint or component directory that is missing, corrupt, or does not fit the model."""
+
+
+class ConditioningError(NextGPTError, ValueError):
+    """Conditioning tensors that do not match what a decoder declares."""
+
+
+class MediaError(NextGPTError, ValueError):
+    """A media file that is missing, unreadable, corrupt or too large."""
+
+
+class ConversationError(NextGPTError, ValueError):
+    """A malformed conversation (unknown modality, empty turn, bad role)."""
+
+
+class WeightsNotFoundError(NextGPTError, FileNotFoundError):
+    """Local weights a composition points at are not there (nextgpt never downloads them)."""

@@ -1,0 +1,435 @@
+"""``NextGPT``: the assembled any-to-any model and the one way to run a request.
+
+A request goes: conversation -> prompt pieces -> (media: MediaIO.read -> Encoder.preprocess -> Encoder, cached by
+content hash -> InputProjector) spliced between wrapper-token embeddings -> one ``generate`` call recording signal
+hidden states -> per completed run: OutputProjector(s) -> Decoder -> :class:`Response` parts in order.
+
+Example:
+    >>> from nextgpt_core import NextGPT
+    >>> model = NextGPT.from_composition("tiny")                      # doctest: +SKIP
+    >>> reply = model.generate("Hello!", seed=0)                      # doctest: +SKIP
+    >>> reply.text                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from nextgpt_registry import Registry, resolve_target
+
+from .composition import Composition, ResolvedComposition, ResolvedComponent, resolve_composition
+from .conversation import Conversation, Media, Part, Response, Text
+from .encoder_cache import EncoderCache
+from .errors import ConversationError, MediaError
+from .generation import TextStreamer, run_generation
+from .interfaces import Decoder, Encoder, InputProjector, MediaIO, OutputProjector
+from .language_model import TokenTable, add_modality_tokens, build_language_model, derived_seed
+from .prompting import IdsPiece, MediaPiece, Piece, TextPiece, render_conversation
+from .signal_runs import SignalRunController
+
+__all__ = ["NextGPT"]
+
+SHARED = "shared"
+
+
+def _build(component: ResolvedComponent, seed: int, name: str) -> Any:
+    klass = resolve_target(component.target)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, name))
+        return klass.from_options(component.options)
+
+
+class NextGPT(nn.Module):
+    """An LLM with per-modality encoders, input projectors, output projectors and decoders.
+
+    Build it with :meth:`from_composition`. Submodules: ``llm`` (Hugging Face causal LM, optionally LoRA-wrapped),
+    ``encoders`` / ``input_projectors`` (``{key}`` or ``{"shared"}``) / ``output_projectors``
+    (``{key: {conditioning name: projector}}``) as ``nn.ModuleDict``; decoders live in ``decoders`` (plain dict,
+    loaded lazily on first use).
+    """
+
+    def __init__(
+        self,
+        resolved: ResolvedComposition,
+        registry: Registry,
+        llm: Any,
+        tokenizer: Any,
+        tokens: TokenTable,
+        encoders: Mapping[str, Encoder],
+        input_projectors: Mapping[str, InputProjector],
+        output_projectors: Mapping[str, Mapping[str, OutputProjector]],
+        decoders: Mapping[str, Decoder],
+    ) -> None:
+        super().__init__()
+        self.resolved = resolved
+        self.registry = registry
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.tokens = tokens
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.input_projectors = nn.ModuleDict(dict(input_projectors))
+        self.output_projectors = nn.ModuleDict({k: nn.ModuleDict(dict(v)) for k, v in output_projectors.items()})
+        self.decoders: dict[str, Decoder] = dict(decoders)
+        self.encoder_cache = EncoderCache()
+        self._media_io: dict[str, MediaIO] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_composition(
+        cls,
+        composition: "str | os.PathLike[str] | Composition" = "tiny",
+        *,
+        registry: Registry | None = None,
+        checkpoint: "str | os.PathLike[str] | None" = None,
+        device: str | None = None,
+    ) -> "NextGPT":
+        """Build the model a composition describes (tiny parts are random-init with the composition's seed).
+
+        Args:
+            composition: a built-in name (``"tiny"``), a TOML path, or a :class:`Composition`.
+            registry: defaults to the installed plugins (``NEXTGPT_LOAD_PLUGINS`` honoured).
+            checkpoint: a directory written by :meth:`save_checkpoint` to load trained weights from.
+            device: overrides the composition's ``device``.
+
+        Raises:
+            CompositionError: the composition does not resolve or its parts do not fit.
+            WeightsNotFoundError: a local weight path is missing.
+        """
+        from .plugins import get_registry
+
+        registry = registry or get_registry()
+        resolved = resolve_composition(composition, registry)
+        comp = resolved.composition
+        seed = comp.seed
+        llm, tokenizer = build_language_model(comp.llm, seed=seed)
+        tokens = add_modality_tokens(
+            llm,
+            tokenizer,
+            [(m.key, m.wrapper_tokens, m.signal_tokens) for m in resolved.modalities.values()],
+            seed=seed,
+        )
+        if comp.lora.enabled:
+            from .lora import apply_lora
+
+            llm = apply_lora(llm, comp.lora)
+        encoders: dict[str, Encoder] = {}
+        inprojs: dict[str, InputProjector] = {}
+        outprojs: dict[str, dict[str, OutputProjector]] = {}
+        decoders: dict[str, Decoder] = {}
+        for key, m in resolved.modalities.items():
+            if m.encoder is not None:
+                encoders[key] = _build(m.encoder, seed, f"{key}/encoder").freeze()
+            if m.input_projector is not None:
+                inprojs[key] = _build(m.input_projector, seed, f"{key}/input_projector")
+            if m.can_generate:
+                outprojs[key] = {p.fills: _build(p, seed, f"{key}/output_projector/{p.fills}") for p in m.output_projectors}  # type: ignore[misc]
+                decoders[key] = _build(m.decoder, seed, f"{key}/decoder")  # type: ignore[arg-type]
+        if resolved.shared_input_projector is not None:
+            inprojs[SHARED] = _build(resolved.shared_input_projector, seed, "shared/input_projector")
+        model = cls(resolved, registry, llm, tokenizer, tokens, encoders, inprojs, outprojs, decoders)
+        model.to(device or comp.device)
+        model.eval()
+        if checkpoint is not None:
+            from .checkpoint import load_checkpoint
+
+            load_checkpoint(model, checkpoint)
+        return model
+
+    @property
+    def composition(self) -> Composition:
+        """The composition this model was built from."""
+        return self.resolved.composition
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the LLM."""
+        return self.llm.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the LLM's embeddings."""
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def input_modalities(self) -> list[str]:
+        """Modalities that can be inputs (have an encoder)."""
+        return [k for k, m in self.resolved.modalities.items() if m.can_read]
+
+    def output_modalities(self) -> list[str]:
+        """Modalities the model can generate (have signal tokens and a decoder)."""
+        return [k for k, m in self.resolved.modalities.items() if m.can_generate]
+
+    # ------------------------------------------------------------------ media in
+    def media_io(self, key: str) -> MediaIO:
+        """The reader/writer of modality ``key`` (from its spec's ``media_io``)."""
+        if key not in self._media_io:
+            self._media_io[key] = resolve_target(self.registry.modality(key).media_io)()
+        return self._media_io[key]
+
+    def modality_of(self, media: Media) -> str:
+        """The modality of a media part: its own field, else told from its file name; must be an input here."""
+        key = media.modality
+        if key is None:
+            if media.path is None:
+                raise ConversationError("a media part needs a modality or a path")
+            key = self.registry.modality_for_path(media.path)
+        if key not in self.resolved.modalities or not self.resolved.modalities[key].can_read:
+            raise ConversationError(
+                f"modality {key!r} is not an input of composition {self.composition.name!r}; "
+                f"inputs: {', '.join(self.input_modalities()) or '(none)'}"
+            )
+        return key
+
+    def encode_media(self, media: Media, key: str | None = None) -> torch.Tensor:
+        """Encoder features of one item, ``(n_tokens, enc_dim)``, from the cache when its content was seen."""
+        key = key or self.modality_of(media)
+        io = self.media_io(key)
+        encoder = self.encoders[key]
+        cache_key = (key, self.resolved.modalities[key].encoder.id, media.content_hash(io.to_bytes))  # type: ignore[union-attr]
+        feats = self.encoder_cache.get(cache_key)
+        if feats is None:
+            data = media.data if media.data is not None else io.read(media.path)  # type: ignore[arg-type]
+            with torch.no_grad():
+                x = encoder.preprocess(data).unsqueeze(0)
+                param = next(encoder.parameters(), None)
+                if param is not None:
+                    x = x.to(param.device, param.dtype if x.is_floating_point() else x.dtype)
+                feats = encoder(x)[0]
+            if feats.dim() != 2 or feats.shape[-1] != encoder.output_dim:
+                raise MediaError(
+                    f"{type(encoder).__name__} returned {tuple(feats.shape)} for one item; expected (n_tokens, {encoder.output_dim})"
+                )
+            self.encoder_cache.put(cache_key, feats)
+        return feats
+
+    def project_media(self, items: Sequence[Media], key: str) -> torch.Tensor:
+        """Projected embeddings of one media span, ``(n_llm_tokens, H)`` (several items are summed)."""
+        proj = self.input_projectors[SHARED if SHARED in self.input_projectors else key]
+        out = None
+        for item in items:
+            feats = self.encode_media(item, key).to(self.device)
+            p = next(proj.parameters(), None)
+            y = proj(feats.unsqueeze(0).to(p.dtype if p is not None else feats.dtype))[0]
+            out = y if out is None else out + y
+        assert out is not None
+        return out.to(self.dtype)
+
+    def embed_pieces(self, pieces: Iterable[Piece]) -> torch.Tensor:
+        """Input embeddings ``(n, H)`` of prompt pieces (text tokenized, ids inserted directly, media projected)."""
+        embed = self.llm.get_input_embeddings()
+        chunks: list[torch.Tensor] = []
+        bos = self.tokenizer.bos_token_id
+        for piece in pieces:
+            if isinstance(piece, TextPiece):
+                ids = self.tokenizer(piece.text, add_special_tokens=False).input_ids
+                if self.composition.prompt.bos == "every_segment" and bos is not None:
+                    ids = [bos, *ids]
+                if ids:
+                    chunks.append(embed(torch.tensor(ids, device=self.device)))
+            elif isinstance(piece, IdsPiece):
+                chunks.append(embed(torch.tensor(piece.ids, device=self.device)))
+            else:
+                chunks.append(self.project_media(piece.items, piece.modality))
+        if not chunks:
+            return torch.zeros(0, embed.weight.shape[1], device=self.device, dtype=self.dtype)
+        return torch.cat(chunks, dim=0)
+
+    def prepare_inputs(self, conversation: Conversation, max_new_tokens: int) -> tuple[torch.Tensor, list[str]]:
+        """Prompt embeddings ``(1, P, H)`` for a conversation, dropping the oldest turns to fit the context budget.
+
+        Returns:
+            ``(inputs_embeds, notices)``; a notice says how many turns were dropped.
+
+        Raises:
+            ConversationError: the last turn alone does not fit.
+        """
+        header, turns, footer = render_conversation(
+            conversation,
+            self.composition.prompt,
+            modality_of=self.modality_of,
+            wrappers=lambda key: self.tokens.wrappers[key],
+            sum_items=lambda key: self.resolved.modalities[key].item_merge == "sum",
+        )
+        bos = self.tokenizer.bos_token_id
+        start = [IdsPiece((bos,))] if self.composition.prompt.bos == "start" and bos is not None else []
+        head = self.embed_pieces([*start, *header])
+        tail = self.embed_pieces(footer)
+        bodies = [self.embed_pieces(t) for t in turns]
+        limit = self.composition.generation.max_context_tokens or int(
+            getattr(self.llm.config, "max_position_embeddings", 2048)
+        )
+        budget = limit - max_new_tokens - 1
+        kept = list(range(len(bodies)))
+
+        def total() -> int:
+            return head.shape[0] + tail.shape[0] + sum(bodies[i].shape[0] for i in kept)
+
+        notices = []
+        while total() > budget and len(kept) > 1:
+            kept.pop(0)
+            while len(kept) > 1 and conversation.turns[kept[0]].role != "user":
+                kept.pop(0)
+        if len(kept) < len(bodies):
+            notices.append(
+                f"dropped the {len(bodies) - len(kept)} oldest turn(s) to fit the context budget of {budget} positions "
+                f"({limit} minus {max_new_tokens + 1} for the reply)"
+            )
+        if total() > budget:
+            raise ConversationError(
+                f"the last turn needs {total()} positions, more than the context budget of {budget} "
+                f"({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
+            )
+        embeds = torch.cat([head, *[bodies[i] for i in kept], tail], dim=0)
+        return embeds.unsqueeze(0), notices
+
+    # ------------------------------------------------------------------ the request
+    def generate(
+        self,
+        conversation: "Conversation | str",
+        *,
+        want: Sequence[str] = (),
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        decode_options: Mapping[str, Mapping[str, Any]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Response:
+        """Answer the conversation's last user turn with text and any generated media.
+
+        Args:
+            conversation: a :class:`Conversation` (last turn from the user) or a plain prompt.
+            want: modalities the reply must contain; a run is forced if the model does not start one.
+            seed: seeds sampling and every decoder of this request (random when ``None``; see ``Response.seed``).
+            max_new_tokens, do_sample, temperature, top_p, top_k: override the composition's generation settings.
+            decode_options: ``{modality: {option: value}}`` for the decoders (steps, guidance, size, ...).
+            on_text: called with each new piece of reply text as it is generated (streaming).
+            should_stop: checked between steps; returning ``True`` cancels the request.
+
+        Returns:
+            A :class:`Response` whose parts are the reply text and media in the order produced.
+        """
+        if isinstance(conversation, str):
+            conversation = Conversation.from_prompt(conversation)
+        if not conversation.turns or conversation.turns[-1].role != "user":
+            raise ConversationError("the last turn of the conversation must be a user turn")
+        outputs = self.output_modalities()
+        for key in want:
+            if key not in outputs:
+                raise ConversationError(
+                    f"cannot generate {key!r} with composition {self.composition.name!r}; outputs: {', '.join(outputs) or '(none)'}"
+                )
+        unknown_opts = [k for k in (decode_options or {}) if k not in outputs]
+        if unknown_opts:
+            raise ConversationError(f"decode options for {unknown_opts}, which this composition does not generate")
+        gen = self.composition.generation
+        max_new = max_new_tokens or gen.max_new_tokens
+        seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        embeds, notices = self.prepare_inputs(conversation, max_new)
+        runs = {k: self.tokens.signals[k] for k in outputs}
+        caps = {k: max(self.resolved.modalities[k].max_per_reply, 1 if k in want else 0) for k in outputs}
+        try:
+            controller = SignalRunController(
+                runs=runs,
+                caps=caps,
+                want=list(want),
+                eos_ids=[self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [],
+                stop_strings=self.composition.prompt.stop,
+                decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+                max_new_tokens=max_new,
+                sample=gen.do_sample if do_sample is None else do_sample,
+                temperature=temperature or gen.temperature,
+                top_k=gen.top_k if top_k is None else top_k,
+                top_p=top_p or gen.top_p,
+                generator=torch.Generator().manual_seed(seed),
+                should_stop=should_stop,
+            )
+        except ValueError as exc:
+            raise ConversationError(str(exc)) from None
+        streamer = None
+        if on_text is not None:
+            hidden = self.tokens.all_signal_ids | set(self.tokens.added.values())
+            streamer = TextStreamer(self.tokenizer, on_text, hidden, tuple(self.composition.prompt.stop))
+        result = run_generation(
+            self.llm,
+            embeds,
+            controller,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            hidden_layer=self.composition.signal.hidden_layer,
+            position_offset=self.composition.signal.position_offset,
+            streamer=streamer,
+        )
+        parts = self._assemble(result.token_ids, result.runs, seed, decode_options or {})
+        if result.cancelled:
+            notices.append("cancelled: generation stopped early; runs not completed were dropped")
+        return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled)
+
+    def _assemble(
+        self, token_ids: list[int], runs: list[tuple[Any, torch.Tensor]], seed: int, decode_options: Mapping[str, Mapping[str, Any]]
+    ) -> list[Part]:
+        signal = self.tokens.all_signal_ids
+        stops = self.composition.prompt.stop
+        parts: list[Part] = []
+        stopped = False
+        cursor = 0
+
+        def add_text(ids: list[int]) -> None:
+            nonlocal stopped
+            if stopped:
+                return
+            text = self.tokenizer.decode([i for i in ids if i not in signal], skip_special_tokens=True)
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            if cut >= 0:
+                text, stopped = text[:cut], True
+            if text.strip():
+                parts.append(Text(text.strip()))
+
+        for index, (record, hidden) in enumerate(runs):
+            add_text(token_ids[cursor : record.start])
+            n = len(self.tokens.signals[record.modality])
+            cursor = record.start + n
+            parts.append(self.decode_run(record.modality, hidden, seed=seed + 1 + index, options=decode_options.get(record.modality)))
+        add_text(token_ids[cursor:])
+        return parts
+
+    def decode_run(
+        self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None
+    ) -> Media:
+        """One completed signal run -> media: ``hidden (N, H)`` through the output projectors and the decoder."""
+        signal_ids = torch.tensor(self.tokens.signals[key], device=self.device)
+        with torch.no_grad():
+            signal_embeds = self.llm.get_input_embeddings()(signal_ids).unsqueeze(0)
+            conditioning = {}
+            for name, proj in self.output_projectors[key].items():
+                p = next(proj.parameters(), None)
+                dtype = p.dtype if p is not None else hidden.dtype
+                conditioning[name] = proj(hidden.unsqueeze(0).to(self.device, dtype), signal_embeds.to(dtype))
+        decoder = self.decoders[key]
+        if not decoder.is_loaded:
+            decoder.load()
+            decoder.to(self.device)
+        merged = {**self.resolved.modalities[key].decode_options, **dict(options or {})}
+        media = decoder(conditioning, generator=torch.Generator().manual_seed(seed), **merged)
+        return Media(modality=key, data=media[0])
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, directory: "str | os.PathLike[str]", **metadata: Any) -> Path:
+        """Write the trainable parts (projectors, LoRA, added-token rows) as one checkpoint, atomically."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, directory, metadata=metadata)
+
+    def load_checkpoint(self, directory: "str | os.PathLike[str]") -> None:
+        """Load a checkpoint written by :meth:`save_checkpoint` (strict: any mismatch is an error)."""
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(self, directory)

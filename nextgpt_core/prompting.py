@@ -1,0 +1,106 @@
+"""Turning a conversation into prompt pieces: text, token ids inserted directly, and media placeholders.
+
+The pieces are tokenizer- and model-agnostic; :class:`nextgpt_core.model.NextGPT` embeds them. Wrapper and
+signal tokens are inserted as ids, never by tokenizing spelled-out text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from .composition import PromptSettings
+from .conversation import Conversation, Media, Text
+
+__all__ = ["IdsPiece", "MediaPiece", "Piece", "TextPiece", "render_conversation"]
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """Text to tokenize (without special tokens)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class IdsPiece:
+    """Token ids inserted as they are (wrapper tokens, BOS)."""
+
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MediaPiece:
+    """Media items of one modality whose projected embeddings go here (several are summed)."""
+
+    modality: str
+    items: tuple[Media, ...]
+
+
+Piece = Union[TextPiece, IdsPiece, MediaPiece]
+
+
+def render_conversation(
+    conversation: Conversation,
+    prompt: PromptSettings,
+    *,
+    modality_of: Callable[[Media], str],
+    wrappers: Callable[[str], tuple[int, int]],
+    sum_items: Callable[[str], bool],
+) -> tuple[list[Piece], list[list[Piece]], list[Piece]]:
+    """Render ``conversation`` with the composition's template.
+
+    Args:
+        modality_of: resolves a media part's modality key (from its field or its file name).
+        wrappers: ``(open_id, close_id)`` of a modality's wrapper tokens.
+        sum_items: whether several items of that modality in one turn are summed into one span (official v0).
+
+    Returns:
+        ``(header, turns, footer)``: the system text, one piece list per turn, and the generation prompt.
+    """
+    header: list[Piece] = [TextPiece(prompt.system)] if prompt.system else []
+    turns: list[list[Piece]] = []
+    for turn in conversation.turns:
+        template = prompt.user if turn.role == "user" else prompt.assistant
+        before, after = template.split("{content}", 1)
+        pieces: list[Piece] = [TextPiece(before)] if before else []
+        merged: dict[str, int] = {}
+        first = True
+        for part in turn.parts:
+            if isinstance(part, Text):
+                if not part.text:
+                    continue
+                if not first:
+                    pieces.append(TextPiece(prompt.part_separator))
+                pieces.append(TextPiece(part.text))
+            else:
+                key = modality_of(part)
+                if sum_items(key) and key in merged:
+                    idx = merged[key]
+                    old = pieces[idx]
+                    assert isinstance(old, MediaPiece)
+                    pieces[idx] = MediaPiece(key, old.items + (part,))
+                    continue
+                if not first:
+                    pieces.append(TextPiece(prompt.part_separator))
+                open_id, close_id = wrappers(key)
+                pieces.append(IdsPiece((open_id,)))
+                merged[key] = len(pieces)
+                pieces.append(MediaPiece(key, (part,)))
+                pieces.append(IdsPiece((close_id,)))
+            first = False
+        if after:
+            pieces.append(TextPiece(after))
+        turns.append(_merge_text(pieces))
+    footer: list[Piece] = [TextPiece(prompt.generation_prompt)] if prompt.generation_prompt else []
+    return header, turns, footer
+
+
+def _merge_text(pieces: list[Piece]) -> list[Piece]:
+    out: list[Piece] = []
+    for p in pieces:
+        if isinstance(p, TextPiece) and out and isinstance(out[-1], TextPiece):
+            out[-1] = TextPiece(out[-1].text + p.text)
+        else:
+            out.append(p)
+    return out
