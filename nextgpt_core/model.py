@@ -4,11 +4,19 @@ A request goes: conversation -> prompt pieces -> (media: MediaIO.read -> Encoder
 content hash -> InputProjector) spliced between wrapper-token embeddings -> one ``generate`` call recording signal
 hidden states -> per completed run: OutputProjector(s) -> Decoder -> :class:`Response` parts in order.
 
-Example:
-    >>> from nextgpt_core import NextGPT
-    >>> model = NextGPT.from_composition("tiny")                      # doctest: +SKIP
-    >>> reply = model.generate("Hello!", seed=0)                      # doctest: +SKIP
-    >>> reply.text                                                     # doctest: +SKIP
+Example (runs as a test; ``tiny`` holds every installed modality plugin):
+    >>> from nextgpt_core import Conversation, NextGPT
+    >>> model = NextGPT.from_composition("tiny")
+    >>> conversation = Conversation().user("Hello! Show me something.")
+    >>> reply = model.generate(conversation, want=model.output_modalities(), seed=0, max_new_tokens=16)
+    >>> reply.seed, len(reply.token_ids) <= 16
+    (0, True)
+    >>> [part.modality for part in reply.media] == model.output_modalities()
+    True
+    >>> model.generate(conversation, want=model.output_modalities(), seed=0, max_new_tokens=16).token_ids == reply.token_ids
+    True
+    >>> conversation.add_response(reply).user("Now something else.").turns[-1].role
+    'user'
 """
 
 from __future__ import annotations
