@@ -1,7 +1,8 @@
 """One checkpoint format for everything trained: a folder with a manifest, one subfolder per component.
 
 ```
-manifest.json                          format, version, composition, file hashes (sha256), metadata
+manifest.json                          format, version, composition (name and settings), parts, files
+                                       (path -> sha256), metadata
 input_projectors/<key|shared>/         config.json + model.safetensors  (Component.save_pretrained)
 output_projectors/<key>/<conditioning>/config.json + model.safetensors
 lora/adapter.safetensors + config.json LoRA tensors of the LLM (peft names)

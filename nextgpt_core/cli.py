@@ -108,6 +108,8 @@ def compose_validate(file: Path = typer.Argument(..., help="A composition TOML f
     from .composition import resolve_composition
 
     resolved = resolve_composition(str(file))
+    for note in resolved.notes:
+        typer.echo(f"note: {note}", err=True)
     mods = ", ".join(resolved.modalities) or "(no modalities)"
     typer.echo(f"ok: composition {resolved.composition.name!r}: LLM hidden {resolved.llm_hidden_size}; modalities: {mods}")
 
@@ -203,6 +205,8 @@ def demo(
     from .model import NextGPT
 
     model = NextGPT.from_composition("tiny")
+    for note in model.resolved.notes:
+        typer.echo(f"note: {note}", err=True)
     out.mkdir(parents=True, exist_ok=True)
     media = []
     for key in model.input_modalities():
@@ -211,7 +215,8 @@ def demo(
         spec = model.registry.modality(key)
         if sample is None:
             continue
-        path = io.write(sample, out / f"input_{key}{spec.output_extension or spec.extensions[0]}")
+        suffix = spec.output_extension or (spec.extensions[0] if spec.extensions else "")
+        path = io.write(sample, out / f"input_{key}{suffix}")
         typer.echo(f"input {key}: {path}")
         media.append(Media(modality=key, data=sample, path=path))
     if not model.resolved.modalities:

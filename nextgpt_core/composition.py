@@ -78,7 +78,7 @@ class PromptSettings(_Strict):
         user: template of a user turn.
         assistant: template of an earlier assistant turn (history).
         generation_prompt: appended after the last user turn; the reply continues it.
-        stop: strings that end the reply (matched on token ids).
+        stop: strings that end the reply (searched in the decoded reply text, signal tokens left out).
         bos: ``"start"`` (one BOS at the start), ``"every_segment"`` (a BOS before every text segment, as the
             official v0 demo does) or ``"none"``.
         part_separator: text between the parts of one turn.
@@ -229,16 +229,21 @@ def load_composition(source: "str | os.PathLike[str] | Composition | dict[str, A
     return _validate(data, where)
 
 
+def _problems(exc: ValidationError) -> str:
+    """pydantic errors as one line: ``a.b: unknown key; c: Input should be ...``."""
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{loc}: {msg}")
+    return "; ".join(problems)
+
+
 def _validate(data: dict[str, Any], where: str) -> Composition:
     try:
         return Composition.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{loc}: {msg}")
-        raise CompositionError(f"{where}: " + "; ".join(problems)) from None
+        raise CompositionError(f"{where}: {_problems(exc)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- resolving
@@ -327,7 +332,12 @@ def llm_hidden_size(settings: LLMSettings) -> int:
         raise WeightsNotFoundError(f"llm.path {settings.path!r}: no config.json there (nextgpt never downloads weights)")
     config = json.loads(config_path.read_text())
     config = config.get("text_config", config)
-    return int(config["hidden_size"])
+    for key in ("hidden_size", "n_embd", "d_model", "dim"):  # the names causal LMs use for it
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    from transformers import AutoConfig  # attribute maps of exotic architectures
+
+    return int(AutoConfig.from_pretrained(settings.path, local_files_only=True).hidden_size)
 
 
 def resolve_composition(
@@ -349,8 +359,13 @@ def resolve_composition(
     ordered: list[tuple[str, ComponentSettings]] = list(comp.modalities.items())
     if comp.auto_modalities is not None:
         for key, spec in registry.modalities.items():
-            if key not in comp.modalities:
-                ordered.append((key, ComponentSettings(preset=comp.auto_modalities)))
+            if key in comp.modalities:
+                continue
+            if comp.auto_modalities not in spec.presets:
+                provider = registry.provider("modality", key).describe()
+                notes.append(f"modality {key!r} ({provider}) left out: it has no {comp.auto_modalities!r} preset")
+                continue
+            ordered.append((key, ComponentSettings(preset=comp.auto_modalities)))
     resolved: dict[str, ResolvedModality] = {}
     for key, settings in ordered:
         try:
@@ -387,6 +402,8 @@ def _resolve_modality(
     decode_options = {**(preset.decode_options if preset else {}), **s.decode_options}
     n_signal = s.num_signal_tokens or (preset.num_signal_tokens if preset else None) or spec.num_signal_tokens
     fmt = s.signal_token_format or spec.signal_token_format
+    if s.signal_token_format is not None and "{i}" not in s.signal_token_format:
+        raise CompositionError(f"{where}: `signal_token_format` must contain '{{i}}' (e.g. '[IMG{{i}}]'), got {s.signal_token_format!r}")
     wrappers = s.wrapper_tokens or spec.wrapper_tokens
 
     encoder = _component(registry, enc_choice, "encoder", key, where)
@@ -412,6 +429,10 @@ def _resolve_modality(
         signal_tokens = tuple(fmt.format(i=i) for i in range(n_signal))
         dec_class = _class(decoder, where)
         inputs = {c.name: c for c in dec_class.conditioning_inputs_of(_config(dec_class, decoder.options, where, "decoder"))}
+        try:
+            dec_class.options_class.model_validate(decode_options)
+        except ValidationError as exc:
+            raise CompositionError(f"{where}: decode_options: {_problems(exc)}") from None
         if not out_choices:
             raise CompositionError(f"{where}: has a decoder but no `output_projectors`")
         filled: dict[str, str] = {}
@@ -557,12 +578,17 @@ def _resolve_shared_projector(
 
 
 def _check_tokens(comp: Composition, resolved: dict[str, ResolvedModality]) -> None:
-    seen: dict[str, str] = {}
+    """Signal tokens are unique across modalities and never double as wrappers (wrappers may be shared, as the
+    official v0 shares ``<Img>``/``</Img>`` between image, video and audio)."""
+    signal_owner: dict[str, str] = {}
     for m in resolved.values():
         for tok in m.signal_tokens:
-            if tok in seen:
-                raise CompositionError(f"composition {comp.name!r}: signal token {tok!r} used by {seen[tok]} and {m.key}")
-            seen[tok] = m.key
+            if tok in signal_owner:
+                raise CompositionError(f"composition {comp.name!r}: signal token {tok!r} used by {signal_owner[tok]} and {m.key}")
+            signal_owner[tok] = m.key
+    for m in resolved.values():
         for tok in m.wrapper_tokens or ():
-            if tok in seen and tok in (resolved[seen[tok]].signal_tokens):
-                raise CompositionError(f"composition {comp.name!r}: token {tok!r} is a signal token of {seen[tok]} and a wrapper of {m.key}")
+            if tok in signal_owner:
+                raise CompositionError(
+                    f"composition {comp.name!r}: token {tok!r} is a signal token of {signal_owner[tok]} and a wrapper of {m.key}"
+                )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,14 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_line(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: "
+        f"{'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}"
+        for err in exc.errors()
+    )
+
+
 def _target_of(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
@@ -73,10 +82,7 @@ class Component:
         try:
             return cls.config_class.model_validate(dict(options or {}))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigError(f"invalid options for {cls.__name__}: {problems}") from None
+            raise ConfigError(f"invalid options for {cls.__name__}: {_one_line(exc)}") from None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | ComponentConfig | None = None) -> "Component":
@@ -304,6 +310,7 @@ class Decoder(Component, ABC):
         self.config = config
         self._loaded = False
         self._unconditional: dict[str, torch.Tensor] | None = None
+        self._load_lock = threading.Lock()
         self.device = torch.device("cpu")
 
     # -- declared contract
@@ -324,14 +331,15 @@ class Decoder(Component, ABC):
         return self._loaded
 
     def load(self) -> "Decoder":
-        """Load the heavy parts (idempotent) and cache the unconditional conditioning."""
-        if not self._loaded:
-            self._load()
-            self._loaded = True
-            with torch.no_grad():
-                uncond = self.encode_unconditional()
-            self._check(uncond, batch=1, what="encode_unconditional()")
-            self._unconditional = {k: v.detach() for k, v in uncond.items()}
+        """Load the heavy parts (idempotent, thread-safe) and cache the unconditional conditioning."""
+        with self._load_lock:
+            if not self._loaded:
+                self._load()
+                with torch.no_grad():
+                    uncond = self.encode_unconditional()
+                self._check(uncond, batch=1, what="encode_unconditional()")
+                self._unconditional = {k: v.detach() for k, v in uncond.items()}
+                self._loaded = True
         return self
 
     def unload(self) -> None:
@@ -386,8 +394,7 @@ class Decoder(Component, ABC):
         try:
             return self.options_class.model_validate(dict(options or {}))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"invalid decode options for {type(self).__name__}: {problems}") from None
+            raise ConfigError(f"invalid decode options for {type(self).__name__}: {_one_line(exc)}") from None
 
     def __call__(
         self,

@@ -354,9 +354,9 @@ class NextGPT(nn.Module):
                 decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                 max_new_tokens=max_new,
                 sample=gen.do_sample if do_sample is None else do_sample,
-                temperature=temperature or gen.temperature,
+                temperature=gen.temperature if temperature is None else temperature,
                 top_k=gen.top_k if top_k is None else top_k,
-                top_p=top_p or gen.top_p,
+                top_p=gen.top_p if top_p is None else top_p,
                 generator=torch.Generator().manual_seed(seed),
                 should_stop=should_stop,
             )

@@ -112,7 +112,7 @@ def test_unknown_names(tmp_path, registry):
         resolve_composition(write(tmp_path, '[modalities.fake_image]\npreset = "tiny"\ndecoder = "fake-encoder"\n'), registry)
     with pytest.raises(CompositionError, match=r"no preset 'huge'; presets: tiny"):
         resolve_composition(write(tmp_path, '[modalities.fake_image]\npreset = "huge"\n'), registry)
-    with pytest.raises(CompositionError, match=r"invalid options for FakeEncoder: wings: Extra inputs"):
+    with pytest.raises(CompositionError, match=r"invalid options for FakeEncoder: wings: unknown key"):
         resolve_composition(write(tmp_path, '[modalities.fake_image]\npreset = "tiny"\nencoder = { id = "fake-encoder", options = { wings = 2 } }\n'), registry)
 
 
@@ -179,3 +179,45 @@ def test_missing_local_llm_weights(tmp_path, registry):
     path.write_text(f'name = "x"\n[llm]\npath = "{tmp_path / "nowhere"}"\n')
     with pytest.raises(WeightsNotFoundError, match="no config.json"):
         resolve_composition(path, registry)
+
+
+def test_token_clashes_rejected_in_either_order(tmp_path, registry):
+    for first, second in (("fake_image", "fake_audio"), ("fake_audio", "fake_image")):
+        wrapper_of = "fake_image"
+        body = f"""
+        [modalities.{first}]
+        preset = "tiny"
+        {'wrapper_tokens = ["[FAUD0]", "</x>"]' if first == wrapper_of else ''}
+        [modalities.{second}]
+        preset = "tiny"
+        {'wrapper_tokens = ["[FAUD0]", "</x>"]' if second == wrapper_of else ''}
+        """
+        with pytest.raises(CompositionError, match=r"token '\[FAUD0\]' is a signal token of fake_audio and a wrapper of fake_image"):
+            resolve_composition(write(tmp_path, body), registry)
+    with pytest.raises(CompositionError, match=r"`signal_token_format` must contain '\{i\}'"):
+        resolve_composition(write(tmp_path, '[modalities.fake_image]\npreset = "tiny"\nsignal_token_format = "[IMG]"\n'), registry)
+
+
+def test_decode_options_checked_at_validation(tmp_path, registry):
+    path = write(tmp_path, '[modalities.fake_image]\npreset = "tiny"\ndecode_options = { steps = 4 }\n')
+    with pytest.raises(CompositionError, match=r"modality 'fake_image': decode_options: steps: unknown key"):
+        resolve_composition(path, registry)
+
+
+def test_auto_modalities_leave_out_plugins_without_the_preset(registry):
+    import nextgpt_fake.plugin
+    from nextgpt_registry import ModalitySpec, Registry, hookimpl
+
+    import nextgpt_core.builtins
+
+    class NoPreset:
+        __name__ = "no-preset"
+
+        @hookimpl
+        def nextgpt_register_modalities(self, register):
+            register(ModalitySpec(key="thermal", license="MIT", media_io="x.y:Z", wrapper_tokens=("<T>", "</T>")))
+
+    reg = Registry.from_plugins([nextgpt_core.builtins, nextgpt_fake.plugin, NoPreset()])
+    resolved = resolve_composition("tiny", reg)
+    assert "thermal" not in resolved.modalities and "fake_image" in resolved.modalities
+    assert resolved.notes == ("modality 'thermal' (no-preset) left out: it has no 'tiny' preset",)

@@ -102,11 +102,12 @@ def test_raising_hook_is_reported_and_others_load():
 
         @hookimpl
         def nextgpt_register_modalities(self, register):
-            raise RuntimeError("boom")
+            raise RuntimeError("boom\nsecond line")
 
     reg = Registry.from_plugins([Raises(), _Plugin("good", "image")])
     assert "image" in reg.modalities
-    assert [f.plugin for f in reg.failures] == ["raises"] and "boom" in reg.failures[0].describe()
+    assert [f.plugin for f in reg.failures] == ["raises"]
+    assert "boom second line" in reg.failures[0].describe() and "\n" not in reg.failures[0].describe()
 
 
 def test_plugin_whose_import_raises_is_reported_by_name(tmp_path, monkeypatch):

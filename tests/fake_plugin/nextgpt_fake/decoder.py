@@ -76,11 +76,12 @@ class FakeDecoder(Decoder):
         names = [i.name for i in self.config.inputs]
         batch = conditioning[names[0]].shape[0]
         size = math.prod(self.config.output_shape)
-        x = torch.randn(batch, size, generator=generator)
+        device = conditioning[names[0]].device
+        x = torch.randn(batch, size, generator=generator).to(device)  # CPU noise: same seed, same output anywhere
         cond = torch.cat([conditioning[n].mean(1) for n in names], dim=-1)
         uncond = torch.cat([negative[n].mean(1) for n in names], dim=-1)
         for _ in range(options.num_inference_steps):
             eps_c = torch.tanh(self.net.denoise(torch.cat([cond, x], -1)))
             eps_u = torch.tanh(self.net.denoise(torch.cat([uncond, x], -1)))
             x = x - (eps_u + options.guidance_scale * (eps_c - eps_u)) / options.num_inference_steps
-        return [row.reshape(self.config.output_shape).numpy().astype(np.float32) for row in x]
+        return [row.reshape(self.config.output_shape).cpu().numpy().astype(np.float32) for row in x]
