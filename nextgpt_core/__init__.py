@@ -1,6 +1,6 @@
 """nextgpt: an open, plugin-based any-to-any multimodal LLM (the NExT-GPT method) as a platform.
 
-Importing this package is cheap and does not import torch; the heavy names load on first use.
+Importing this package is cheap (no torch, no pydantic); every name below loads on first use.
 
 Example:
     >>> import nextgpt_core
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nextgpt_registry import ComponentSpec, ModalityPreset, ModalitySpec, hookimpl
-
-from .composition import Composition, builtin_compositions, load_composition
 from .errors import (
     CheckpointError,
     CompositionError,
@@ -29,6 +26,13 @@ from .errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
+    "ComponentSpec": ("nextgpt_registry", "ComponentSpec"),
+    "ModalityPreset": ("nextgpt_registry", "ModalityPreset"),
+    "ModalitySpec": ("nextgpt_registry", "ModalitySpec"),
+    "hookimpl": ("nextgpt_registry", "hookimpl"),
+    "Composition": ("nextgpt_core.composition", "Composition"),
+    "builtin_compositions": ("nextgpt_core.composition", "builtin_compositions"),
+    "load_composition": ("nextgpt_core.composition", "load_composition"),
     "NextGPT": ("nextgpt_core.model", "NextGPT"),
     "Conversation": ("nextgpt_core.conversation", "Conversation"),
     "Media": ("nextgpt_core.conversation", "Media"),
@@ -46,20 +50,13 @@ _LAZY = {
 
 __all__ = [
     "CheckpointError",
-    "ComponentSpec",
-    "Composition",
     "CompositionError",
     "ConditioningError",
     "ConfigError",
     "ConversationError",
     "MediaError",
-    "ModalityPreset",
-    "ModalitySpec",
     "NextGPTError",
     "WeightsNotFoundError",
-    "builtin_compositions",
-    "hookimpl",
-    "load_composition",
     *_LAZY,
 ]
 

@@ -230,6 +230,7 @@ class NextGPT(nn.Module):
     def embed_pieces(self, pieces: Iterable[Piece]) -> torch.Tensor:
         """Input embeddings ``(n, H)`` of prompt pieces (text tokenized, ids inserted directly, media projected)."""
         embed = self.llm.get_input_embeddings()
+        device = embed.weight.device
         chunks: list[torch.Tensor] = []
         bos = self.tokenizer.bos_token_id
         for piece in pieces:
@@ -238,13 +239,13 @@ class NextGPT(nn.Module):
                 if self.composition.prompt.bos == "every_segment" and bos is not None:
                     ids = [bos, *ids]
                 if ids:
-                    chunks.append(embed(torch.tensor(ids, device=self.device)))
+                    chunks.append(embed(torch.tensor(ids, device=device)))
             elif isinstance(piece, IdsPiece):
-                chunks.append(embed(torch.tensor(piece.ids, device=self.device)))
+                chunks.append(embed(torch.tensor(piece.ids, device=device)))
             else:
                 chunks.append(self.project_media(piece.items, piece.modality))
         if not chunks:
-            return torch.zeros(0, embed.weight.shape[1], device=self.device, dtype=self.dtype)
+            return torch.zeros(0, embed.weight.shape[1], device=device, dtype=embed.weight.dtype)
         return torch.cat(chunks, dim=0)
 
     def prepare_inputs(self, conversation: Conversation, max_new_tokens: int) -> tuple[torch.Tensor, list[str]]:
@@ -341,7 +342,8 @@ class NextGPT(nn.Module):
         gen = self.composition.generation
         max_new = max_new_tokens or gen.max_new_tokens
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-        embeds, notices = self.prepare_inputs(conversation, max_new)
+        with torch.no_grad():  # inference: no autograd graph through the (trainable) input projectors
+            embeds, notices = self.prepare_inputs(conversation, max_new)
         runs = {k: self.tokens.signals[k] for k in outputs}
         caps = {k: max(self.resolved.modalities[k].max_per_reply, 1 if k in want else 0) for k in outputs}
         try:

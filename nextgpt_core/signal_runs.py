@@ -68,90 +68,93 @@ class SignalRunController:
     cancelled: bool = False
     _seen: int = 0
     _open: tuple[str, int, int] | None = None  # (modality, next index, start)
-    _starts: dict[int, str] = field(default_factory=dict)
-    _non_start: list[int] = field(default_factory=list)
-    _stop_cache: tuple[int, bool] = (-1, False)
 
     def __post_init__(self) -> None:
         self._starts = {ids[0]: key for key, ids in self.runs.items()}
         self._non_start = sorted({i for ids in self.runs.values() for i in ids[1:]})
         self._all_signal = {i for ids in self.runs.values() for i in ids}
+        self._counts = {key: 0 for key in self.runs}
         unknown = [m for m in self.want if m not in self.runs]
         if unknown:
             raise ValueError(f"cannot want {unknown}: not generatable in this composition ({', '.join(self.runs)})")
-        needed = sum(len(self.runs[m]) for m in dict.fromkeys(self.want))
+        self.want = list(dict.fromkeys(self.want))
+        needed = sum(len(self.runs[m]) for m in self.want)
         if needed > self.max_new_tokens:
             raise ValueError(f"max_new_tokens {self.max_new_tokens} cannot hold the wanted runs ({needed} signal tokens)")
-        self.want = list(dict.fromkeys(self.want))
+        # stop strings: decode only a window of the newest text tokens, long enough to hold any stop string
+        self._text_ids: list[int] = []
+        self._stop_window = max((len(s.encode()) for s in self.stop_strings), default=0) + 2
+        self._stop_seen = False
+        self._masks: dict[tuple[int, ...], torch.Tensor] = {}
+        self._flags: dict[bool, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ state
     def counts(self) -> dict[str, int]:
         """Completed runs per modality."""
-        out = {key: 0 for key in self.runs}
-        for rec in self.completed:
-            out[rec.modality] += 1
-        return out
+        return dict(self._counts)
 
     def missing(self) -> list[str]:
         """Wanted modalities with no run yet (open runs count as started)."""
-        counts = self.counts()
         started = self._open[0] if self._open else None
-        return [m for m in self.want if counts[m] == 0 and m != started]
+        return [m for m in self.want if self._counts[m] == 0 and m != started]
 
     def in_run(self) -> bool:
         """Whether a run is open (started, not complete)."""
         return self._open is not None
 
+    def has_stop(self) -> bool:
+        """Whether the reply text so far contains a stop string (sticky once seen)."""
+        return self._stop_seen
+
     def _advance(self, ids: torch.Tensor) -> None:
-        for pos in range(self._seen, ids.shape[0]):
-            tok = int(ids[pos])
+        if ids.shape[0] <= self._seen:
+            return
+        new_text = False
+        for pos, tok in enumerate(ids[self._seen :].tolist(), start=self._seen):
             if self._open is not None:
                 key, nxt, start = self._open
                 nxt += 1
                 self._open = None if nxt == len(self.runs[key]) else (key, nxt, start)
                 if self._open is None:
                     self.completed.append(RunRecord(key, start))
+                    self._counts[key] += 1
             elif tok in self._starts:
                 key = self._starts[tok]
                 if len(self.runs[key]) == 1:
                     self.completed.append(RunRecord(key, pos))
+                    self._counts[key] += 1
                 else:
                     self._open = (key, 1, pos)
+            elif tok not in self._all_signal:
+                self._text_ids.append(tok)
+                new_text = True
         self._seen = ids.shape[0]
-
-    def has_stop(self, ids: torch.Tensor) -> bool:
-        """Whether the reply text so far contains a stop string."""
-        if not self.stop_strings or self.decode is None or ids.shape[0] == 0:
-            return False
-        if self._stop_cache[0] != ids.shape[0]:
-            signal = self._all_signal
-            text = self.decode([i for i in ids.tolist() if i not in signal])
-            self._stop_cache = (ids.shape[0], any(s in text for s in self.stop_strings))
-        return self._stop_cache[1]
+        if new_text and not self._stop_seen and self.stop_strings and self.decode is not None:
+            tail = self.decode(self._text_ids[-self._stop_window :])
+            self._stop_seen = any(s in tail for s in self.stop_strings)
 
     # ------------------------------------------------------------------ logits processor
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """transformers ``LogitsProcessor`` protocol: ``input_ids (1, k)``, ``scores (1, vocab)`` -> scores."""
         ids = input_ids[0]
         self._advance(ids)
-        row = scores[0]
         if self._open is not None:  # complete the run
             key, nxt, _ = self._open
             return self._force(scores, self.runs[key][nxt])
         remaining = self.max_new_tokens - ids.shape[0]
-        counts = self.counts()
         missing = self.missing()
         needed = sum(len(self.runs[m]) for m in missing)
-        if missing and (remaining <= needed or self.has_stop(ids)):
+        if missing and (remaining <= needed or self._stop_seen):
             return self._force(scores, self.runs[missing[0]][0])
-        if self._non_start:
-            row[self._non_start] = float("-inf")
+        banned = []
         for start, key in self._starts.items():
             n = len(self.runs[key])
             # after this run the budget must still hold every other missing run
             reserve = needed - (n if key in missing else 0)
-            if counts[key] >= self.caps.get(key, 1) or remaining < n + reserve:
-                row[start] = float("-inf")
+            if self._counts[key] >= self.caps.get(key, 1) or remaining < n + reserve:
+                banned.append(start)
+        row = scores[0]
+        row.add_(self._mask(tuple(banned), row))
         if missing:  # the model wants to stop: start the first missing run instead
             first = self.runs[missing[0]][0]
             for eos in self.eos_ids:
@@ -161,33 +164,51 @@ class SignalRunController:
             return self._force(scores, self._sample(row))
         return scores
 
+    def _mask(self, banned: tuple[int, ...], row: torch.Tensor) -> torch.Tensor:
+        """``(vocab,)`` additive mask: ``-inf`` on non-start signal ids and on ``banned`` run starts (cached)."""
+        mask = self._masks.get(banned)
+        if mask is None or mask.shape != row.shape or mask.device != row.device:
+            mask = torch.zeros_like(row)
+            mask[[*self._non_start, *banned]] = float("-inf")
+            self._masks[banned] = mask
+        return mask
+
     def _force(self, scores: torch.FloatTensor, token: int) -> torch.FloatTensor:
         scores[0].fill_(float("-inf"))
         scores[0, token] = 0.0
         return scores
 
     def _sample(self, row: torch.Tensor) -> int:
-        logits = row.float() / self.temperature
+        """Draw one id from ``softmax(row / temperature)`` cut to top-k / top-p, with this request's generator.
+
+        Uses the exponential-race form of sampling (``argmax p_i / E_i``, ``E_i ~ Exp(1)``), which draws exactly
+        from ``p`` and costs fewer kernel calls than ``multinomial``.
+        """
+        logits = row.float() if self.temperature == 1.0 else row.float() / self.temperature
         if self.top_k and self.top_k < logits.shape[0]:
             kth = torch.topk(logits, self.top_k).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if self.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True)
-            cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-            drop = cum - torch.softmax(sorted_logits, dim=-1) > self.top_p  # keep the token that crosses top_p
-            logits[order[drop]] = float("-inf")
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            logits, order = torch.sort(logits, descending=True)
+            probs = torch.softmax(logits, dim=-1)
+            probs.masked_fill_(probs.cumsum(-1) - probs > self.top_p, 0.0)  # keep the token that crosses top_p
+        else:
+            order, probs = None, torch.softmax(logits, dim=-1)
+        race = torch.empty_like(probs).exponential_(generator=self.generator)
+        choice = int(torch.argmax(probs / race))
+        return int(order[choice]) if order is not None else choice
 
     # ------------------------------------------------------------------ stopping criterion
     def stop(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None, **kwargs: object) -> torch.BoolTensor:
         """transformers ``StoppingCriteria`` protocol: stop on a stop string (unless a wanted run is missing or a
         run is open) or on cancellation."""
-        ids = input_ids[0]
-        self._advance(ids)
+        self._advance(input_ids[0])
         done = False
         if self.should_stop is not None and self.should_stop():
             self.cancelled = done = True
-        elif self._open is None and not self.missing() and self.has_stop(ids):
+        elif self._stop_seen and self._open is None and not self.missing():
             done = True
-        return torch.tensor([done], device=input_ids.device)
+        flag = self._flags.get(done)
+        if flag is None or flag.device != input_ids.device:
+            flag = self._flags[done] = torch.tensor([done], device=input_ids.device)
+        return flag
