@@ -56,3 +56,19 @@ def fake_files(tmp_path):
     other = FakeImageIO().write(np.ones((8, 8), dtype=np.float32), tmp_path / "other.fimg")
     audio = FakeAudioIO().write(np.sin(np.arange(32, dtype=np.float32)), tmp_path / "tone.faud")
     return {"image": image, "other": other, "audio": audio}
+
+
+@pytest.fixture(scope="session")
+def reference_states():
+    """``f(model, conversation, reply, budget) -> (prompt_len, states)``: last-layer states of one plain forward
+    over prompt + reply, the reference the recorded signal states must equal."""
+    import torch
+
+    def compute(model, conversation, reply, budget):
+        with torch.no_grad():
+            embeds, _ = model.prepare_inputs(conversation, budget)
+            ids = torch.tensor(reply.token_ids)
+            full = torch.cat([embeds, model.llm.get_input_embeddings()(ids)[None]], dim=1)
+            return embeds.shape[1], model.llm(inputs_embeds=full, output_hidden_states=True).hidden_states[-1][0]
+
+    return compute

@@ -109,24 +109,19 @@ def test_run_ending_the_reply_costs_one_extra_step_not_a_second_pass(tiny_model,
     assert [k for k, _ in captured_runs] == ["fake_audio"]
 
 
-def test_recorded_states_equal_one_reference_forward(tiny_model, fake_files, captured_runs):
+def test_recorded_states_equal_one_reference_forward(tiny_model, fake_files, captured_runs, reference_states):
     conv = _conversation(fake_files)
     for seed, budget in ((3, 16), (4, 4)):  # the second run ends the reply (extra-step path)
         captured_runs.clear()
         reply = tiny_model.generate(conv, seed=seed, max_new_tokens=budget, want=["fake_image"])
-        embeds, _ = tiny_model.prepare_inputs(conv, budget)
-        ids = torch.tensor(reply.token_ids)
-        with torch.no_grad():
-            full = torch.cat([embeds, tiny_model.llm.get_input_embeddings()(ids)[None]], dim=1)
-            ref = tiny_model.llm(inputs_embeds=full, output_hidden_states=True).hidden_states[-1][0]
+        p, ref = reference_states(tiny_model, conv, reply, budget)
         starts = [i for i, t in enumerate(reply.token_ids) if t == tiny_model.tokens.signals["fake_image"][0]]
         assert [k for k, _ in captured_runs] == ["fake_image"] * len(starts) and starts
-        p = embeds.shape[1]
         for (key, hidden), s in zip(captured_runs, starts):
             torch.testing.assert_close(hidden, ref[p + s : p + s + 4], rtol=1e-4, atol=1e-5)
 
 
-def test_position_offset_minus_one_reads_the_previous_positions(fake_files, registry):
+def test_position_offset_minus_one_reads_the_previous_positions(fake_files, registry, reference_states):
     from nextgpt_core import NextGPT, load_composition
 
     data = load_composition("tiny").model_dump()
@@ -137,12 +132,8 @@ def test_position_offset_minus_one_reads_the_previous_positions(fake_files, regi
     model.decode_run = lambda key, hidden, **kw: (seen.append(hidden), original(key, hidden, **kw))[1]
     conv = _conversation(fake_files)
     reply = model.generate(conv, seed=5, max_new_tokens=8, want=["fake_image"])
-    embeds, _ = model.prepare_inputs(conv, 8)
-    with torch.no_grad():
-        full = torch.cat([embeds, model.llm.get_input_embeddings()(torch.tensor(reply.token_ids))[None]], 1)
-        ref = model.llm(inputs_embeds=full, output_hidden_states=True).hidden_states[-1][0]
+    p, ref = reference_states(model, conv, reply, 8)
     s = reply.token_ids.index(model.tokens.signals["fake_image"][0])
-    p = embeds.shape[1]
     torch.testing.assert_close(seen[0], ref[p + s - 1 : p + s + 3], rtol=1e-4, atol=1e-5)
 
 

@@ -23,7 +23,7 @@ def gpt2_folder(tmp_path_factory):
     return folder
 
 
-def test_local_gpt2_runs_the_whole_request(gpt2_folder, registry, fake_files, tmp_path):
+def test_local_gpt2_runs_the_whole_request(gpt2_folder, registry, fake_files, tmp_path, reference_states):
     composition = tmp_path / "gpt2.toml"
     composition.write_text(f'name = "gpt2"\nauto_modalities = "tiny"\n[llm]\npath = "{gpt2_folder}"\n'
                            "[generation]\nmax_new_tokens = 16\nmax_context_tokens = 256\n")
@@ -35,10 +35,6 @@ def test_local_gpt2_runs_the_whole_request(gpt2_folder, registry, fake_files, tm
     model.decode_run = lambda key, hidden, **kw: (seen.append(hidden), original(key, hidden, **kw))[1]
     conv = Conversation().user(Media.from_path(fake_files["image"]), "hi")
     reply = model.generate(conv, want=["fake_image"], seed=0)
-    embeds, _ = model.prepare_inputs(conv, 16)
-    with torch.no_grad():
-        full = torch.cat([embeds, model.llm.get_input_embeddings()(torch.tensor(reply.token_ids))[None]], 1)
-        ref = model.llm(inputs_embeds=full, output_hidden_states=True).hidden_states[-1][0]
+    p, ref = reference_states(model, conv, reply, 16)
     s = reply.token_ids.index(model.tokens.signals["fake_image"][0])
-    p = embeds.shape[1]
     torch.testing.assert_close(seen[0], ref[p + s : p + s + 4], rtol=1e-4, atol=1e-5)
