@@ -113,3 +113,16 @@ def test_official_transformer_projector_names_and_shapes():
     assert tuple(names["model.weight"].shape) == (768, 512)
     assert "tfm.encoder.layers.3.self_attn.in_proj_weight" in names and "tfm.decoder.layers.3.multihead_attn.out_proj.weight" in names
     assert "tfm.decoder.norm.weight" in names
+
+
+def test_official_output_projector_parameter_counts():
+    """Full-size `transformer` projectors have exactly the official per-modality counts (issue B item 3)."""
+    import torch
+
+    expected = {(4, 77, 768): 31_958_784, (24, 77, 1024): 32_090_112, (8, 1, 512): 31_788_544}  # image, video, audio
+    for (n_signal, out_len, out_dim), count in expected.items():
+        with torch.device("meta"):
+            proj = TransformerOutputProjector.from_options(
+                {"in_dim": 4096, "num_signal_tokens": n_signal, "out_len": out_len, "out_dim": out_dim}
+            )
+        assert sum(p.numel() for p in proj.parameters()) == count, (n_signal, out_len, out_dim)

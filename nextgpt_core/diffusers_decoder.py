@@ -1,0 +1,108 @@
+"""A base for decoders that wrap a diffusers pipeline fed with conditioning embeddings (no modality code here).
+
+A subclass names its pipeline, says how to build a tiny random-init instance of the real classes, how to encode
+``""`` the way the pipeline would, and how to call the pipeline with embeddings. This base handles the rest:
+lazy loading from a local folder only (``local_files_only=True``; a missing folder is a
+:class:`WeightsNotFoundError`), the dtype, the device, model CPU offload and progress bars.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from .errors import WeightsNotFoundError
+from .interfaces import ComponentConfig, Decoder
+from .language_model import derived_seed
+
+__all__ = ["DiffusersDecoder", "DiffusersDecoderConfig"]
+
+
+class DiffusersDecoderConfig(ComponentConfig):
+    """Where the pipeline comes from and how it runs.
+
+    Attributes:
+        path: local folder of a saved diffusers pipeline (``model_index.json`` inside); ``None`` builds the tiny
+            random-init instance (tests, the ``tiny`` composition). Never a hub id.
+        dtype: ``float32`` (default, CPU), ``float16`` or ``bfloat16``.
+        offload: model CPU offload (``enable_model_cpu_offload``) when a GPU is used.
+        seed: seed of the tiny random init.
+        progress: show diffusers' progress bar while denoising.
+    """
+
+    path: str | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    offload: bool = False
+    seed: int = 0
+    progress: bool = False
+
+
+class DiffusersDecoder(Decoder):
+    """Decoder over a diffusers pipeline. Subclasses set ``pipeline_class`` and implement :meth:`build_tiny`,
+    :meth:`encode_unconditional` and :meth:`generate` (which calls ``self.pipe`` with embeddings)."""
+
+    config_class: ClassVar[type[ComponentConfig]] = DiffusersDecoderConfig
+    #: the diffusers pipeline class (loaded with ``from_pretrained(path, local_files_only=True)``)
+    pipeline_class: ClassVar[Any]
+
+    def __init__(self, config: DiffusersDecoderConfig) -> None:
+        super().__init__(config)
+        self.pipe: Any = None
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The configured dtype as a ``torch.dtype``."""
+        return getattr(torch, self.config.dtype)  # type: ignore[attr-defined]
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments for ``pipeline_class.from_pretrained`` (e.g. parts to skip)."""
+        return {}
+
+    @abstractmethod
+    def build_tiny(self) -> Any:
+        """A tiny random-init instance of the real pipeline classes (called under a fixed seed)."""
+
+    def _load(self) -> None:
+        config = self.config
+        if config.path is not None:  # type: ignore[attr-defined]
+            folder = Path(config.path)  # type: ignore[attr-defined]
+            if not (folder / "model_index.json").is_file():
+                raise WeightsNotFoundError(
+                    f"{type(self).__name__}: no diffusers pipeline at {str(folder)!r} (model_index.json missing); "
+                    "nextgpt never downloads weights, give a local folder"
+                )
+            pipe = self.pipeline_class.from_pretrained(
+                folder, local_files_only=True, torch_dtype=self.torch_dtype, **self.from_pretrained_kwargs()
+            )
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derived_seed(config.seed, type(self).__name__))  # type: ignore[attr-defined]
+                pipe = self.build_tiny().to(self.torch_dtype)
+        pipe.set_progress_bar_config(disable=not config.progress)  # type: ignore[attr-defined]
+        self.pipe = pipe
+        if config.offload and torch.cuda.is_available():  # type: ignore[attr-defined]
+            pipe.enable_model_cpu_offload()
+        elif self.device.type != "cpu":
+            pipe.to(self.device)
+
+    def _unload(self) -> None:
+        self.pipe = None
+
+    def to(self, device: str | torch.device) -> "DiffusersDecoder":
+        self.device = torch.device(device)
+        if self.pipe is not None and not self.config.offload:  # type: ignore[attr-defined]
+            self.pipe.to(self.device)
+        return self
+
+    def enable_offload(self) -> None:
+        """Model CPU offload: each sub-model moves to the GPU only while it runs (needs accelerate and CUDA)."""
+        self.config = self.config.model_copy(update={"offload": True})
+        if self.pipe is not None and torch.cuda.is_available():
+            self.pipe.enable_model_cpu_offload()
+
+    def _state_module(self) -> None:
+        # frozen decoder weights are never saved in nextgpt checkpoints: the composition references them by path
+        return None

@@ -1,0 +1,1 @@
+"""The audio modality plugin of nextgpt."""

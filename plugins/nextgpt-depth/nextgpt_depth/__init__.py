@@ -1,0 +1,1 @@
+"""The depth modality plugin of nextgpt."""

@@ -1,0 +1,1 @@
+"""Hook implementations of the depth plugin (names only; no torch import). Filled in as the parts land."""

@@ -1,0 +1,1 @@
+"""The image modality plugin of nextgpt."""

@@ -1,0 +1,1 @@
+"""The video modality plugin of nextgpt."""
