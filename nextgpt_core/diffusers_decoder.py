@@ -8,25 +8,56 @@ lazy loading from a local folder only (``local_files_only=True``; a missing fold
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
+
+from pydantic import model_validator
 
 from .errors import WeightsNotFoundError
 from .interfaces import ComponentConfig, Decoder
 from .language_model import derived_seed
 
-__all__ = ["DiffusersDecoder", "DiffusersDecoderConfig"]
+__all__ = ["DiffusersDecoder", "DiffusersDecoderConfig", "quiet_library_notices"]
+
+#: notices that say nothing actionable to a nextgpt user (deprecated-but-shipped pipelines, the torchvision-free
+#: image-processor fallback that nextgpt relies on by design)
+_NOISE = ("has been deprecated", "requires torchvision (not installed)")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in _NOISE)
+
+
+@contextlib.contextmanager
+def quiet_library_notices() -> Iterator[None]:
+    """Drop diffusers' and transformers' known-harmless notices while a pipeline is imported and built."""
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    handlers = [h for lg in loggers for h in lg.handlers]
+    noise = _DropNoise()
+    for target in (*loggers, *handlers):
+        target.addFilter(noise)
+    try:
+        yield
+    finally:
+        for target in (*loggers, *handlers):
+            target.removeFilter(noise)
 
 
 class DiffusersDecoderConfig(ComponentConfig):
     """Where the pipeline comes from and how it runs.
 
     Attributes:
-        path: local folder of a saved diffusers pipeline (``model_index.json`` inside); ``None`` builds the tiny
-            random-init instance (tests, the ``tiny`` composition). Never a hub id.
+        path: local folder of a saved diffusers pipeline (``model_index.json`` inside). Never a hub id.
+        tiny: build a tiny random-init instance of the real pipeline classes instead (tests, the ``tiny``
+            composition); the decoder class's ``tiny_options`` (e.g. small conditioning dims) fill the fields the
+            user did not set. Exactly one of ``path`` and ``tiny`` is needed.
         dtype: ``float32`` (default, CPU), ``float16`` or ``bfloat16``.
         offload: model CPU offload (``enable_model_cpu_offload``) when a GPU is used.
         seed: seed of the tiny random init.
@@ -34,10 +65,17 @@ class DiffusersDecoderConfig(ComponentConfig):
     """
 
     path: str | None = None
+    tiny: bool = False
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     offload: bool = False
     seed: int = 0
     progress: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DiffusersDecoderConfig":
+        if self.tiny and self.path is not None:
+            raise ValueError("give `path` (a local folder) or `tiny = true`, not both")
+        return self
 
 
 class DiffusersDecoder(Decoder):
@@ -47,6 +85,15 @@ class DiffusersDecoder(Decoder):
     config_class: ClassVar[type[ComponentConfig]] = DiffusersDecoderConfig
     #: the diffusers pipeline class (loaded with ``from_pretrained(path, local_files_only=True)``)
     pipeline_class: ClassVar[Any]
+    #: options implied by ``tiny = true`` (the user's own options win), e.g. ``{"cross_attention_dim": 32}``
+    tiny_options: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def make_config(cls, options: Any = None) -> ComponentConfig:
+        """As :meth:`Component.make_config`, with ``tiny_options`` filled in under ``tiny = true``."""
+        if isinstance(options, cls.config_class) or not options or not dict(options).get("tiny"):
+            return super().make_config(options)
+        return super().make_config({**cls.tiny_options, **dict(options)})
 
     def __init__(self, config: DiffusersDecoderConfig) -> None:
         super().__init__(config)
@@ -66,8 +113,21 @@ class DiffusersDecoder(Decoder):
         """A tiny random-init instance of the real pipeline classes (called under a fixed seed)."""
 
     def _load(self) -> None:
+        with quiet_library_notices():
+            self._load_pipeline()
+
+    def _load_pipeline(self) -> None:
         config = self.config
-        if config.path is not None:  # type: ignore[attr-defined]
+        if config.tiny:  # type: ignore[attr-defined]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derived_seed(config.seed, type(self).__name__))  # type: ignore[attr-defined]
+                pipe = self.build_tiny()
+            for module in pipe.components.values():
+                if isinstance(module, torch.nn.Module):
+                    module.eval()
+            if self.torch_dtype != torch.float32:
+                pipe = pipe.to(self.torch_dtype)
+        elif config.path is not None:  # type: ignore[attr-defined]
             folder = Path(config.path)  # type: ignore[attr-defined]
             if not (folder / "model_index.json").is_file():
                 raise WeightsNotFoundError(
@@ -75,12 +135,13 @@ class DiffusersDecoder(Decoder):
                     "nextgpt never downloads weights, give a local folder"
                 )
             pipe = self.pipeline_class.from_pretrained(
-                folder, local_files_only=True, torch_dtype=self.torch_dtype, **self.from_pretrained_kwargs()
+                folder, local_files_only=True, dtype=self.torch_dtype, **self.from_pretrained_kwargs()
             )
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derived_seed(config.seed, type(self).__name__))  # type: ignore[attr-defined]
-                pipe = self.build_tiny().to(self.torch_dtype)
+            raise WeightsNotFoundError(
+                f"{type(self).__name__}: no weights: set `path` to a local diffusers folder (or `tiny = true` for a "
+                "tiny random-init instance)"
+            )
         pipe.set_progress_bar_config(disable=not config.progress)  # type: ignore[attr-defined]
         self.pipe = pipe
         if config.offload and torch.cuda.is_available():  # type: ignore[attr-defined]

@@ -1,0 +1,102 @@
+"""``ImageBindEncoder``: the base the image, video, audio and depth plugins subclass (they add ``preprocess``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from ..interfaces import ComponentConfig, Encoder
+from .branches import BRANCH_PREFIXES, ImageBindBranch, branch_spec, embed_branch
+from .checkpoint import ImageBindCheckpoint
+
+__all__ = ["ImageBindEncoder", "ImageBindEncoderConfig"]
+
+# number of dims of one item per branch: vision (3, H, W) image or (3, T, H, W) clip; audio (1, 128, 204); depth (1, H, W)
+_ITEM_NDIMS: dict[str, tuple[int, ...]] = {"vision": (3, 4), "audio": (3,), "depth": (3,)}
+
+
+class ImageBindEncoderConfig(ComponentConfig):
+    """Options of an :class:`ImageBindEncoder`.
+
+    Attributes:
+        modality: the ImageBind branch: ``"vision"`` (images and videos), ``"audio"`` or ``"depth"``. Plugin
+            configs narrow it and give a default, e.g. ``modality: Literal["audio"] = "audio"``.
+        size: ``"huge"`` (``imagebind_huge``, out 1024) or ``"tiny"`` (same geometry, 32-d, out 32; tests).
+        checkpoint: path to ``imagebind_huge.pth``; the branch loads from it strictly. ``None``: random init.
+        clips: items carry a leading clips/views dim ``V`` that is averaged (video: 5 clips x 3 crops = 15;
+            audio: 3 clips); ``False``: one clip per item (images, depth).
+    """
+
+    modality: Literal["vision", "audio", "depth"]
+    size: Literal["huge", "tiny"] = "huge"
+    checkpoint: str | None = None
+    clips: bool = False
+
+
+class ImageBindEncoder(Encoder):
+    """One ImageBind branch as an :class:`~nextgpt_core.interfaces.Encoder`: one L2-normalised token per item.
+
+    ``forward(x)``: ``x`` is ``(B, *item)``, or ``(B, V, *item)`` when ``config.clips``, with ``item``:
+
+    - vision: image ``(3, H, W)`` (repeated to a 2-frame clip) or video clip ``(3, 2, H, W)``; ``H = W = 224``
+      nominally (other square sizes interpolate the positional embedding)
+    - audio: ``(1, 128, 204)`` log-mel fbank (ImageBind-normalised)
+    - depth: ``(1, H, W)`` disparity, 224 nominally
+
+    returns ``(B, 1, out_dim)`` (``out_dim`` 1024 for ``huge``).
+
+    Postprocessing and clip order follow the official NExT-GPT encoder, checked in
+    ``NExT-GPT-Lagacy/code/model/ImageBind/models/imagebind_model.py`` (``ImageBindModel.forward``, commit
+    ``60d618b``; the v1.5 copy ``nextgpt/model/multimodal_encoder/ImageBind/models/imagebind_model.py`` does the
+    same): the ``B*V`` clips run as one batch, each pooled head output is L2-normalised (audio: only
+    ``modality_postprocessors.audio[0]``, the ``Normalize``; the x20 logit scale is skipped), **then** the ``V``
+    clip embeddings are averaged and **not** renormalised. So a single clip has unit norm and an average of
+    several has norm <= 1. The depth x5 logit scale is skipped too (NExT-GPT never encodes depth, its code would
+    apply it; nextgpt keeps every branch's output on the unit sphere). The scale modules stay in the model, so the
+    official ``log_logit_scale`` buffers load.
+
+    The state dict is the branch's official keys (``modality_preprocessors.<m>.*`` ...), so ``imagebind_huge.pth``
+    loads into it directly (:class:`~nextgpt_core.imagebind.ImageBindCheckpoint`). Subclasses implement
+    ``preprocess`` and set ``config_class`` to a config with a default ``modality``.
+    """
+
+    config_class: ClassVar[type[ComponentConfig]] = ImageBindEncoderConfig
+    config: ImageBindEncoderConfig
+
+    def __init__(self, config: ImageBindEncoderConfig) -> None:
+        super().__init__(config)
+        self.spec = spec = branch_spec(config.modality, config.size)
+        if config.checkpoint is None:
+            branch = ImageBindBranch(spec)
+            checkpoint = None
+        else:
+            checkpoint = ImageBindCheckpoint.open(config.checkpoint)  # fails fast, before building anything
+            with torch.device("meta"):  # no random init of weights that the checkpoint overwrites
+                branch = ImageBindBranch(spec)
+            branch.to_empty(device="cpu")
+        for name in BRANCH_PREFIXES:
+            self.add_module(name, getattr(branch, name))
+        if checkpoint is not None:
+            checkpoint.load_branch(self, config.modality)
+
+    @classmethod
+    def output_dim_of(cls, config: ImageBindEncoderConfig) -> int:  # type: ignore[override]
+        """``out_dim`` of the branch: 1024 for ``huge``, 32 for ``tiny``."""
+        return branch_spec(config.modality, config.size).out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, *item)`` or, with ``clips``, ``(B, V, *item)`` -> ``(B, 1, out_dim)``.
+
+        Raises:
+            ValueError: ``x`` does not have the branch's item layout (the message names the expected shape).
+        """
+        modality, lead = self.config.modality, 2 if self.config.clips else 1
+        item_ndim = x.dim() - lead
+        channels = self.spec.item_shape[0]
+        if item_ndim not in _ITEM_NDIMS[modality] or x.shape[lead] != channels:
+            want = {"vision": "(3, H, W) or (3, 2, H, W)", "audio": "(1, 128, 204)", "depth": "(1, H, W)"}[modality]
+            batch = "(B, V, *item)" if self.config.clips else "(B, *item)"
+            raise ValueError(f"{type(self).__name__} ({modality}) expects {batch} with item {want}, got {tuple(x.shape)}")
+        batch, views = x.shape[0], x.shape[1] if self.config.clips else 1
+        embeds = embed_branch(self, modality, x.reshape(batch * views, *x.shape[lead:]))  # (B*V, E), unit norm
+        return embeds.reshape(batch, views, -1).mean(dim=1).unsqueeze(1)

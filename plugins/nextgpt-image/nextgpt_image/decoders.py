@@ -1,0 +1,334 @@
+"""Image decoders: Stable Diffusion pipelines fed with ``prompt_embeds`` (NExT-GPT's text-to-image side).
+
+Two registry-swappable classes over the same diffusers pipeline (``diffusers.StableDiffusionPipeline``):
+
+- :class:`StableDiffusionImageDecoder`: the SD-1.5 family (NExT-GPT legacy, ``runwayml/stable-diffusion-v1-5``).
+  Conditioning ``prompt_embeds`` ``(B, 77, 768)``: CLIP ViT-L/14 text ``last_hidden_state``. PNDM scheduler.
+- :class:`StableDiffusion2ImageDecoder`: the SD-2 family (NExT-GPT "v1.5" code, ``stabilityai/stable-diffusion-2``).
+  Conditioning ``prompt_embeds`` ``(B, 77, 1024)``: OpenCLIP ViT-H text states. DDIM, ``v_prediction``.
+
+A composition swaps one for the other by its component id (plus the folder it points at). The conditioning width
+comes from the config field ``cross_attention_dim`` (full-size default per class), so a full-size decoder is
+described without loading weights. With ``path=None`` the decoder builds a tiny random-init instance of the real
+classes (CLIP text encoder with 77 positions and an offline CLIP BPE tokenizer, a 2-block VAE, a 2-block UNet):
+use ``cross_attention_dim`` 32 (SD-1.5) / 48 (SD-2), see ``tiny_options``.
+
+Outputs are ``PIL.Image.Image`` (RGB), one per conditioning row.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig
+from nextgpt_core.errors import CheckpointError
+from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
+
+__all__ = [
+    "ImageDecodeOptions",
+    "StableDiffusion2DecoderConfig",
+    "StableDiffusion2ImageDecoder",
+    "StableDiffusionDecoderConfig",
+    "StableDiffusionImageDecoder",
+    "tiny_clip_text_parts",
+]
+
+
+# ---------------------------------------------------------------------------------------------- tiny CLIP text side
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for the bytes 0..255, in CLIP's vocabulary order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+#: a few merges so that common words are single tokens (the rest falls back to byte symbols, never to unk)
+_TINY_MERGES: tuple[tuple[str, str], ...] = (
+    ("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "f</w>"), ("i", "n"),
+    ("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"),
+)
+
+
+def tiny_clip_text_parts(
+    dim: int,
+    *,
+    length: int = 77,
+    pad_token: str = "<|endoftext|>",
+    hidden_act: str = "quick_gelu",
+    num_layers: int = 2,
+) -> tuple[Any, Any]:
+    """A tiny random-init ``CLIPTextModel`` and an offline ``CLIPTokenizer`` laid out like the real ones.
+
+    The vocabulary follows CLIP's order (256 byte symbols, the same with ``</w>``, merges, then
+    ``<|startoftext|>`` and ``<|endoftext|>``), so ``""`` encodes as ``[BOS, EOS, PAD x (length-2)]`` exactly as
+    the real tokenizer does. SD-1.5 pads with ``<|endoftext|>``; the OpenCLIP tokenizers of SD-2 / ZeroScope pad
+    with ``"!"`` (id 0).
+
+    Args:
+        dim: hidden size of the text encoder = width of each ``prompt_embeds`` token.
+        length: ``max_position_embeddings`` and ``model_max_length`` (77 as CLIP).
+        pad_token: the tokenizer's padding token.
+        hidden_act: ``quick_gelu`` (OpenAI CLIP, SD-1.5) or ``gelu`` (OpenCLIP, SD-2, ZeroScope).
+        num_layers: transformer layers.
+
+    Returns:
+        ``(text_encoder, tokenizer)``; ``text_encoder(ids)[0]`` is ``(B, length, dim)``.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    symbols = _byte_symbols()
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _TINY_MERGES]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(_TINY_MERGES), pad_token=pad_token, model_max_length=length)
+    heads = 2 if dim % 2 == 0 else 1
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=dim,
+        intermediate_size=2 * dim,
+        projection_dim=dim,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        max_position_embeddings=length,
+        hidden_act=hidden_act,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config).eval(), tokenizer
+
+
+def _eval_mode(pipe: Any) -> Any:
+    """Put every ``nn.Module`` part of ``pipe`` in eval mode, as ``from_pretrained`` leaves them."""
+    for part in pipe.components.values():
+        if isinstance(part, torch.nn.Module):
+            part.eval()
+    return pipe
+
+
+def _encode_negative_prompt(pipe: Any, length: int, dim: int) -> torch.Tensor:
+    """The pipeline's own encoding of ``negative_prompt=""``: ``(1, length, dim)``.
+
+    Runs ``pipe.encode_prompt`` down its classifier-free-guidance branch (tokenizer padded to ``length``, then the
+    text encoder), exactly as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does.
+    """
+    dtype = pipe.text_encoder.dtype
+    device = pipe._execution_device
+    placeholder = torch.zeros(1, length, dim, dtype=dtype, device=device)
+    _, negative = pipe.encode_prompt(None, device, 1, True, negative_prompt="", prompt_embeds=placeholder)
+    return negative
+
+
+def _check_loaded_dims(decoder: Any, pipe: Any, length: int, dim: int) -> None:
+    """Raise ``CheckpointError`` when a loaded pipeline's text side does not match the declared ``(length, dim)``."""
+    got_dim = int(pipe.unet.config.cross_attention_dim)
+    got_len = int(getattr(pipe.tokenizer, "model_max_length", length)) if pipe.tokenizer is not None else length
+    if got_dim != dim or got_len != length:
+        raise CheckpointError(
+            f"{type(decoder).__name__}: the pipeline at {decoder.config.path!r} takes prompt_embeds {got_len}x{got_dim}, "
+            f"the config declares {length}x{dim} (set cross_attention_dim/text_length to match the folder)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- options
+class ImageDecodeOptions(DecodeOptions):
+    """Per-request options; defaults are NExT-GPT legacy's ``generate_images`` (guidance 7.5, 40 steps).
+
+    Attributes:
+        guidance_scale: classifier-free guidance weight (``<= 1`` turns guidance off).
+        num_inference_steps: denoising steps.
+        height, width: output size in pixels (multiples of 8); ``None`` = the model's own size (512 for SD-1.5,
+            768 for SD-2, 32 for the tiny builds).
+    """
+
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
+    num_inference_steps: int = Field(default=40, ge=1, le=1000)
+    height: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
+    width: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
+
+
+# ---------------------------------------------------------------------------------------------- configs
+class StableDiffusionDecoderConfig(DiffusersDecoderConfig):
+    """SD-1.5 decoder config. Defaults describe ``runwayml/stable-diffusion-v1-5``.
+
+    Attributes:
+        cross_attention_dim: width of each ``prompt_embeds`` token (768 = CLIP ViT-L/14; the tiny build: 32).
+        text_length: tokens per prompt (77 = CLIP's context; also the tiny text encoder's positions).
+    """
+
+    cross_attention_dim: int = Field(default=768, ge=2)
+    text_length: int = Field(default=77, ge=2)
+
+
+class StableDiffusion2DecoderConfig(StableDiffusionDecoderConfig):
+    """SD-2 decoder config. Defaults describe ``stabilityai/stable-diffusion-2`` (OpenCLIP ViT-H: 1024; tiny: 48)."""
+
+    cross_attention_dim: int = Field(default=1024, ge=2)
+
+
+# ---------------------------------------------------------------------------------------------- decoders
+class StableDiffusionImageDecoder(DiffusersDecoder):
+    """SD-1.5 over ``diffusers.StableDiffusionPipeline``: ``{"prompt_embeds": (B, 77, 768)}`` -> ``B`` PIL images.
+
+    Unconditional conditioning: the pipeline's encoding of ``""`` (``(1, 77, 768)``). Loading a real folder skips
+    the safety checker and the feature extractor. The tiny build copies the full-size geometry where it matters
+    (PNDM scheduler with SD-1.5's config, quick-GELU CLIP, cross-attention UNet blocks), at 32x32 px.
+    """
+
+    config_class: ClassVar[type[ComponentConfig]] = StableDiffusionDecoderConfig
+    options_class: ClassVar[type[DecodeOptions]] = ImageDecodeOptions
+    #: options of the tiny random-init build used by tests and the ``tiny`` composition
+    tiny_options: ClassVar[dict[str, Any]] = {"tiny": True, "cross_attention_dim": 32}
+
+    #: the full-size model's scheduler class and config (``scheduler/scheduler_config.json`` of the folder)
+    scheduler_name: ClassVar[str] = "PNDMScheduler"
+    scheduler_config: ClassVar[dict[str, Any]] = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+    }
+    #: text encoder flavour of the family: OpenAI CLIP (quick GELU, pads with EOS)
+    text_hidden_act: ClassVar[str] = "quick_gelu"
+    text_pad_token: ClassVar[str] = "<|endoftext|>"
+    #: SD-2 UNets use linear projections in their transformer blocks
+    use_linear_projection: ClassVar[bool] = False
+
+    @property
+    def pipeline_class(self) -> Any:  # type: ignore[override]
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline
+
+    @classmethod
+    def conditioning_inputs_of(cls, config: StableDiffusionDecoderConfig) -> tuple[ConditioningInput, ...]:  # type: ignore[override]
+        return (
+            ConditioningInput(
+                "prompt_embeds",
+                config.text_length,
+                config.cross_attention_dim,
+                "CLIP text encoder last_hidden_state of the prompt (the UNet's cross-attention context)",
+            ),
+        )
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """Skip the safety checker, its feature extractor and the IP-adapter image encoder (never downloaded)."""
+        return {"safety_checker": None, "feature_extractor": None, "image_encoder": None, "requires_safety_checker": False}
+
+    def _load(self) -> None:
+        super()._load()
+        if self.config.path is not None:  # type: ignore[attr-defined]
+            _check_loaded_dims(self, self.pipe, self.config.text_length, self.config.cross_attention_dim)  # type: ignore[attr-defined]
+
+    def build_tiny(self) -> Any:
+        """A tiny ``StableDiffusionPipeline`` of the real classes (about 0.1M parameters, 32x32 px, no safety checker)."""
+        import diffusers
+        from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+
+        dim = self.config.cross_attention_dim  # type: ignore[attr-defined]
+        text_encoder, tokenizer = tiny_clip_text_parts(
+            dim, length=self.config.text_length, pad_token=self.text_pad_token, hidden_act=self.text_hidden_act  # type: ignore[attr-defined]
+        )
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=dim,
+            attention_head_dim=4,
+            norm_num_groups=4,
+            use_linear_projection=self.use_linear_projection,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            norm_num_groups=4,
+            sample_size=32,
+        )
+        scheduler = getattr(diffusers, self.scheduler_name)(**self.scheduler_config)
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
+        )
+        return _eval_mode(pipe)
+
+    def encode_unconditional(self) -> dict[str, torch.Tensor]:
+        """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``."""
+        spec = self.conditioning_inputs[0]
+        return {spec.name: _encode_negative_prompt(self.pipe, spec.length, spec.dim)}
+
+    def generate(
+        self,
+        conditioning: dict[str, torch.Tensor],
+        negative: dict[str, torch.Tensor],
+        *,
+        generator: torch.Generator | None,
+        options: ImageDecodeOptions,  # type: ignore[override]
+    ) -> list[Any]:
+        """``{"prompt_embeds": (B, 77, dim)}`` + negatives of the same shape -> ``B`` RGB ``PIL.Image.Image``."""
+        dtype = self.torch_dtype
+        out = self.pipe(
+            prompt_embeds=conditioning["prompt_embeds"].to(dtype),
+            negative_prompt_embeds=negative["prompt_embeds"].to(dtype),
+            guidance_scale=options.guidance_scale,
+            num_inference_steps=options.num_inference_steps,
+            height=options.height,
+            width=options.width,
+            generator=generator,
+            output_type="pil",
+        )
+        return list(out.images)
+
+
+class StableDiffusion2ImageDecoder(StableDiffusionImageDecoder):
+    """SD-2 over ``diffusers.StableDiffusionPipeline``: ``{"prompt_embeds": (B, 77, 1024)}`` -> ``B`` PIL images.
+
+    Same contract as :class:`StableDiffusionImageDecoder`; the family differs in the text encoder (OpenCLIP ViT-H,
+    GELU, pads with ``"!"``), the UNet (linear projections) and the scheduler (DDIM, ``v_prediction``), which the
+    tiny build copies. Default size 768 px with the real weights.
+    """
+
+    config_class: ClassVar[type[ComponentConfig]] = StableDiffusion2DecoderConfig
+    tiny_options: ClassVar[dict[str, Any]] = {"tiny": True, "cross_attention_dim": 48}
+    scheduler_name: ClassVar[str] = "DDIMScheduler"
+    scheduler_config: ClassVar[dict[str, Any]] = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "clip_sample": False,
+        "prediction_type": "v_prediction",
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+    }
+    text_hidden_act: ClassVar[str] = "gelu"
+    text_pad_token: ClassVar[str] = "!"
+    use_linear_projection: ClassVar[bool] = True

@@ -1,0 +1,423 @@
+"""Video decoders: diffusers text-to-video pipelines fed with ``prompt_embeds`` (NExT-GPT's text-to-video side).
+
+- :class:`ZeroScopeVideoDecoder`: ``TextToVideoSDPipeline`` + ``UNet3DConditionModel`` (NExT-GPT legacy's
+  ``cerspense/zeroscope_v2_576w``; also ModelScope ``text-to-video-ms-1.7b``). Conditioning ``prompt_embeds``
+  ``(B, 77, 1024)``: OpenCLIP ViT-H text states. DDIM scheduler.
+- :class:`AnimateDiffVideoDecoder`: ``AnimateDiffPipeline`` (an SD-1.5 ``UNet2DConditionModel`` + a
+  ``MotionAdapter``). Conditioning ``prompt_embeds`` ``(B, 77, 768)``: CLIP ViT-L/14 text states.
+
+The conditioning width is the config field ``cross_attention_dim`` (full-size default per class), so a full-size
+decoder is described without weights. With ``path=None`` a tiny random-init instance of the real classes is built
+(77-position CLIP text encoder + offline CLIP BPE tokenizer, 2-block VAE and UNet, 32x32 px): use
+``cross_attention_dim`` 48 (ZeroScope, 1024-d family) / 32 (AnimateDiff, 768-d family), see ``tiny_options``.
+
+Outputs are :class:`nextgpt_video.media.Video` (uint8 frames ``(T, H, W, 3)``, ``fps`` from the options).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig
+from nextgpt_core.errors import CheckpointError, WeightsNotFoundError
+from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
+
+from .media import Video
+
+__all__ = [
+    "AnimateDiffDecodeOptions",
+    "AnimateDiffDecoderConfig",
+    "AnimateDiffVideoDecoder",
+    "VideoDecodeOptions",
+    "ZeroScopeDecoderConfig",
+    "ZeroScopeVideoDecoder",
+    "frames_to_uint8",
+]
+
+
+# ---------------------------------------------------------------------------------------------- tiny CLIP text side
+# (the same offline construction as nextgpt_image.decoders; kept here so the video plugin does not need the image one)
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for the bytes 0..255, in CLIP's vocabulary order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+_TINY_MERGES: tuple[tuple[str, str], ...] = (
+    ("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "f</w>"), ("i", "n"),
+    ("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"),
+)
+
+
+def _tiny_clip_text_parts(dim: int, *, length: int, pad_token: str, hidden_act: str, num_layers: int = 2) -> tuple[Any, Any]:
+    """Tiny random-init ``CLIPTextModel`` (``(B, length) -> (B, length, dim)``) and an offline ``CLIPTokenizer``
+    in CLIP's vocabulary order (``""`` -> ``[BOS, EOS, PAD...]``)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    symbols = _byte_symbols()
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _TINY_MERGES]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(_TINY_MERGES), pad_token=pad_token, model_max_length=length)
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=dim,
+        intermediate_size=2 * dim,
+        projection_dim=dim,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2 if dim % 2 == 0 else 1,
+        max_position_embeddings=length,
+        hidden_act=hidden_act,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config).eval(), tokenizer
+
+
+def _tiny_vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        norm_num_groups=4,
+        sample_size=32,
+    )
+
+
+def _eval_mode(pipe: Any) -> Any:
+    """Put every ``nn.Module`` part of ``pipe`` in eval mode, as ``from_pretrained`` leaves them."""
+    for part in pipe.components.values():
+        if isinstance(part, torch.nn.Module):
+            part.eval()
+    return pipe
+
+
+@contextlib.contextmanager
+def _quiet_deprecated_pipeline() -> Iterator[None]:
+    """Drop diffusers' "The X has been deprecated ..." notice logged when a deprecated pipeline is constructed."""
+    logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "has been deprecated" not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in ``[0, 1]`` ``(T, H, W, 3)`` -> uint8, rounded as diffusers' ``numpy_to_pil`` does."""
+    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- options
+class VideoDecodeOptions(DecodeOptions):
+    """Per-request options; defaults are NExT-GPT legacy's ``generate_videos`` (guidance 7.5, 40 steps, 320x576,
+    16 frames) and the demo's saving rate (8 fps).
+
+    Attributes:
+        guidance_scale: classifier-free guidance weight (``<= 1`` turns guidance off).
+        num_inference_steps: denoising steps.
+        height, width: frame size in pixels (multiples of 8); ``None`` = the model's own size.
+        num_frames: frames to generate (``T``).
+        fps: frame rate stamped on the returned :class:`Video`.
+    """
+
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
+    num_inference_steps: int = Field(default=40, ge=1, le=1000)
+    height: int | None = Field(default=320, ge=8, le=4096, multiple_of=8)
+    width: int | None = Field(default=576, ge=8, le=4096, multiple_of=8)
+    num_frames: int = Field(default=16, ge=1, le=256)
+    fps: float = Field(default=8.0, gt=0.0, le=240.0)
+
+
+class AnimateDiffDecodeOptions(VideoDecodeOptions):
+    """AnimateDiff options: as :class:`VideoDecodeOptions`, but the size defaults to the base model's own (512x512
+    for SD-1.5 bases) and at most 32 frames (the motion modules' ``motion_max_seq_length``)."""
+
+    height: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
+    width: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
+    num_frames: int = Field(default=16, ge=1, le=32)
+
+
+# ---------------------------------------------------------------------------------------------- shared base
+class _TextToVideoDecoder(DiffusersDecoder):
+    """Shared parts: one ``prompt_embeds`` input from the config, negatives = the pipeline's encoding of ``""``,
+    ``output_type="np"`` frames turned into :class:`Video`."""
+
+    options_class: ClassVar[type[DecodeOptions]] = VideoDecodeOptions
+    tiny_options: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def conditioning_inputs_of(cls, config: Any) -> tuple[ConditioningInput, ...]:  # type: ignore[override]
+        return (
+            ConditioningInput(
+                "prompt_embeds",
+                config.text_length,
+                config.cross_attention_dim,
+                "CLIP text encoder last_hidden_state of the prompt (the UNet's cross-attention context)",
+            ),
+        )
+
+    def _load(self) -> None:
+        with _quiet_deprecated_pipeline():
+            super()._load()
+        if self.config.path is not None:  # type: ignore[attr-defined]
+            spec = self.conditioning_inputs[0]
+            got_dim = int(self.pipe.unet.config.cross_attention_dim)
+            tok = self.pipe.tokenizer
+            got_len = int(getattr(tok, "model_max_length", spec.length)) if tok is not None else spec.length
+            if (got_len, got_dim) != spec.shape:
+                raise CheckpointError(
+                    f"{type(self).__name__}: the pipeline at {self.config.path!r} takes prompt_embeds "  # type: ignore[attr-defined]
+                    f"{got_len}x{got_dim}, the config declares {spec.length}x{spec.dim} "
+                    "(set cross_attention_dim/text_length to match the folder)"
+                )
+
+    def encode_unconditional(self) -> dict[str, torch.Tensor]:
+        """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``.
+
+        Runs the pipeline's ``encode_prompt`` down its classifier-free-guidance branch (tokenizer padded to 77, then
+        the text encoder), as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does.
+        """
+        spec = self.conditioning_inputs[0]
+        pipe = self.pipe
+        device = pipe._execution_device
+        placeholder = torch.zeros(1, spec.length, spec.dim, dtype=pipe.text_encoder.dtype, device=device)
+        _, negative = pipe.encode_prompt(None, device, 1, True, negative_prompt="", prompt_embeds=placeholder)
+        return {spec.name: negative}
+
+    def generate(
+        self,
+        conditioning: dict[str, torch.Tensor],
+        negative: dict[str, torch.Tensor],
+        *,
+        generator: torch.Generator | None,
+        options: VideoDecodeOptions,  # type: ignore[override]
+    ) -> list[Video]:
+        """``{"prompt_embeds": (B, 77, dim)}`` + negatives -> ``B`` :class:`Video` of ``num_frames`` uint8 frames
+        ``(T, H, W, 3)`` at ``options.fps``."""
+        dtype = self.torch_dtype
+        out = self.pipe(
+            prompt_embeds=conditioning["prompt_embeds"].to(dtype),
+            negative_prompt_embeds=negative["prompt_embeds"].to(dtype),
+            guidance_scale=options.guidance_scale,
+            num_inference_steps=options.num_inference_steps,
+            height=options.height,
+            width=options.width,
+            num_frames=options.num_frames,
+            generator=generator,
+            output_type="np",
+        )
+        frames = np.asarray(out.frames)  # (B, T, H, W, 3) float in [0, 1]
+        return [Video(frames=frames_to_uint8(row), fps=float(options.fps)) for row in frames]
+
+
+# ---------------------------------------------------------------------------------------------- ZeroScope
+class ZeroScopeDecoderConfig(DiffusersDecoderConfig):
+    """ZeroScope decoder config. Defaults describe ``cerspense/zeroscope_v2_576w``.
+
+    Attributes:
+        cross_attention_dim: width of each ``prompt_embeds`` token (1024 = OpenCLIP ViT-H; the tiny build: 48).
+        text_length: tokens per prompt (77, CLIP's context).
+    """
+
+    cross_attention_dim: int = Field(default=1024, ge=2)
+    text_length: int = Field(default=77, ge=2)
+
+
+class ZeroScopeVideoDecoder(_TextToVideoDecoder):
+    """ZeroScope / ModelScope text-to-video over ``TextToVideoSDPipeline``: ``{"prompt_embeds": (B, 77, 1024)}``
+    -> ``B`` :class:`Video`.
+
+    The pipeline lives under ``diffusers.pipelines.deprecated`` in 0.42; its construction notice is silenced. The
+    tiny build copies the full-size geometry where it matters (``UNet3DConditionModel`` with cross-attention and
+    temporal blocks, GELU OpenCLIP-style text encoder padding with ``"!"``, ZeroScope's DDIM config).
+    """
+
+    config_class: ClassVar[type[ComponentConfig]] = ZeroScopeDecoderConfig
+    options_class: ClassVar[type[DecodeOptions]] = VideoDecodeOptions
+    tiny_options: ClassVar[dict[str, Any]] = {"tiny": True, "cross_attention_dim": 48}
+    #: ``scheduler/scheduler_config.json`` of zeroscope_v2_576w
+    scheduler_config: ClassVar[dict[str, Any]] = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "clip_sample": False,
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+    }
+
+    @property
+    def pipeline_class(self) -> Any:  # type: ignore[override]
+        from diffusers import TextToVideoSDPipeline
+
+        return TextToVideoSDPipeline
+
+    def build_tiny(self) -> Any:
+        """A tiny ``TextToVideoSDPipeline`` of the real classes (32x32 px by default)."""
+        from diffusers import DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+
+        dim = self.config.cross_attention_dim  # type: ignore[attr-defined]
+        text_encoder, tokenizer = _tiny_clip_text_parts(dim, length=self.config.text_length, pad_token="!", hidden_act="gelu")  # type: ignore[attr-defined]
+        unet = UNet3DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+            cross_attention_dim=dim,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        )
+        pipe = TextToVideoSDPipeline(
+            vae=_tiny_vae(),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=DDIMScheduler(**self.scheduler_config),
+        )
+        return _eval_mode(pipe)
+
+
+# ---------------------------------------------------------------------------------------------- AnimateDiff
+class AnimateDiffDecoderConfig(DiffusersDecoderConfig):
+    """AnimateDiff decoder config. Defaults describe an SD-1.5 base + ``guoyww/animatediff-motion-adapter-v1-5-2``.
+
+    Attributes:
+        path: a saved ``AnimateDiffPipeline`` folder, or an SD-1.5 pipeline folder combined with
+            ``motion_adapter_path``.
+        motion_adapter_path: local folder of a saved ``MotionAdapter``; when given, it is loaded into the base at
+            ``path`` and the scheduler becomes AnimateDiff's recipe (DDIM, linear betas, ``linspace`` spacing).
+        cross_attention_dim: width of each ``prompt_embeds`` token (768 = CLIP ViT-L/14; the tiny build: 32).
+        text_length: tokens per prompt (77, CLIP's context).
+    """
+
+    motion_adapter_path: str | None = None
+    cross_attention_dim: int = Field(default=768, ge=2)
+    text_length: int = Field(default=77, ge=2)
+
+
+class AnimateDiffVideoDecoder(_TextToVideoDecoder):
+    """AnimateDiff text-to-video over ``AnimateDiffPipeline``: ``{"prompt_embeds": (B, 77, 768)}`` -> ``B``
+    :class:`Video` (at most 32 frames).
+
+    The tiny build: a 2-block ``UNet2DConditionModel`` + a matching ``MotionAdapter`` (``motion_max_seq_length``
+    32 as the real v1-5-2), combined by the pipeline into a ``UNetMotionModel``; quick-GELU CLIP text encoder.
+    """
+
+    config_class: ClassVar[type[ComponentConfig]] = AnimateDiffDecoderConfig
+    options_class: ClassVar[type[DecodeOptions]] = AnimateDiffDecodeOptions
+    tiny_options: ClassVar[dict[str, Any]] = {"tiny": True, "cross_attention_dim": 32}
+    #: the scheduler of diffusers' AnimateDiff recipe on an SD-1.5 base
+    scheduler_config: ClassVar[dict[str, Any]] = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "linear",
+        "clip_sample": False,
+        "num_train_timesteps": 1000,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+        "timestep_spacing": "linspace",
+    }
+
+    @property
+    def pipeline_class(self) -> Any:  # type: ignore[override]
+        from diffusers import AnimateDiffPipeline
+
+        return AnimateDiffPipeline
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """Skip the IP-adapter parts; with ``motion_adapter_path``, load the adapter from that local folder."""
+        kwargs: dict[str, Any] = {"feature_extractor": None, "image_encoder": None}
+        adapter_path = self.config.motion_adapter_path  # type: ignore[attr-defined]
+        if adapter_path is not None:
+            from diffusers import MotionAdapter
+
+            folder = Path(adapter_path)
+            if not (folder / "config.json").is_file():
+                raise WeightsNotFoundError(
+                    f"{type(self).__name__}: no motion adapter at {str(folder)!r} (config.json missing); "
+                    "nextgpt never downloads weights, give a local folder"
+                )
+            kwargs["motion_adapter"] = MotionAdapter.from_pretrained(folder, local_files_only=True, dtype=self.torch_dtype)
+        return kwargs
+
+    def _load(self) -> None:
+        super()._load()
+        if self.config.path is not None and self.config.motion_adapter_path is not None:  # type: ignore[attr-defined]
+            from diffusers import DDIMScheduler
+
+            self.pipe.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config, **self.scheduler_config)
+
+    def tiny_parts(self) -> dict[str, Any]:
+        """The parts of the tiny build, before the pipeline merges ``unet`` (2-D) and ``motion_adapter`` into a
+        ``UNetMotionModel``: ``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``motion_adapter``, ``scheduler``.
+        Under the same seed they are the tiny build's weights (an SD-1.5-style base plus its adapter)."""
+        from diffusers import DDIMScheduler, MotionAdapter, UNet2DConditionModel
+
+        dim = self.config.cross_attention_dim  # type: ignore[attr-defined]
+        text_encoder, tokenizer = _tiny_clip_text_parts(
+            dim, length=self.config.text_length, pad_token="<|endoftext|>", hidden_act="quick_gelu"  # type: ignore[attr-defined]
+        )
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=dim,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        )
+        adapter = MotionAdapter(
+            block_out_channels=(8, 16),
+            motion_layers_per_block=1,
+            motion_num_attention_heads=2,
+            motion_norm_num_groups=4,
+            motion_max_seq_length=32,
+        )
+        return {
+            "vae": _tiny_vae(),
+            "text_encoder": text_encoder,
+            "tokenizer": tokenizer,
+            "unet": unet,
+            "motion_adapter": adapter,
+            "scheduler": DDIMScheduler(**self.scheduler_config),
+        }
+
+    def build_tiny(self) -> Any:
+        """A tiny ``AnimateDiffPipeline`` of the real classes (32x32 px by default)."""
+        from diffusers import AnimateDiffPipeline
+
+        return _eval_mode(AnimateDiffPipeline(**self.tiny_parts()))
