@@ -435,6 +435,10 @@ def _resolve_modality(
             raise CompositionError(f"{where}: decode_options: {_problems(exc)}") from None
         if not out_choices:
             raise CompositionError(f"{where}: has a decoder but no `output_projectors`")
+        if len(out_choices) == 1 and out_choices[0].fills is None and len(inputs) > 1:
+            # one projector choice for a decoder with several inputs: one projector of that kind per input, so a
+            # decoder swap (AudioLDM -> AudioLDM2) stays a one-line change
+            out_choices = tuple(out_choices[0].model_copy(update={"fills": name}) for name in inputs)
         filled: dict[str, str] = {}
         for choice in out_choices:
             target_name = choice.fills or (next(iter(inputs)) if len(inputs) == 1 else None)

@@ -423,13 +423,19 @@ class NextGPT(nn.Module):
                 p = next(proj.parameters(), None)
                 dtype = p.dtype if p is not None else hidden.dtype
                 conditioning[name] = proj(hidden.unsqueeze(0).to(self.device, dtype), signal_embeds.to(dtype))
+        self.load_decoders([key])  # lazily: a decoder loads the first time a reply needs it
         decoder = self.decoders[key]
-        if not decoder.is_loaded:
-            decoder.load()
-            decoder.to(self.device)
         merged = {**self.resolved.modalities[key].decode_options, **dict(options or {})}
         media = decoder(conditioning, generator=torch.Generator().manual_seed(seed), **merged)
         return Media(modality=key, data=media[0])
+
+    def load_decoders(self, keys: Iterable[str] | None = None) -> None:
+        """Load decoders now instead of on first use (``keys``: which; default every output modality)."""
+        for key in keys if keys is not None else self.output_modalities():
+            decoder = self.decoders[key]
+            if not decoder.is_loaded:
+                decoder.load()
+                decoder.to(self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: "str | os.PathLike[str]", **metadata: Any) -> Path:

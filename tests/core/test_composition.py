@@ -86,20 +86,29 @@ def test_swapped_decoder_needs_a_fitting_projector(tmp_path, registry):
         resolve_composition(path, registry)
 
 
-def test_several_conditioning_inputs_must_each_be_filled(tmp_path, registry):
+def test_several_conditioning_inputs_each_filled_once(tmp_path, registry):
     path = write(tmp_path, """
     [modalities.fake_audio]
     preset = "tiny"
     output_projector = "linear-out"
     """)
-    with pytest.raises(CompositionError, match=r"takes several conditioning inputs \(prompt_embeds, pooled_embeds\); say which one"):
-        resolve_composition(path, registry)
+    # one projector choice and a decoder with two inputs: one projector of that kind per input
+    resolved = resolve_composition(path, registry).modalities["fake_audio"]
+    assert [(p.id, p.fills, p.options["out_len"], p.options["out_dim"]) for p in resolved.output_projectors] == [
+        ("linear-out", "prompt_embeds", 3, 8), ("linear-out", "pooled_embeds", 1, 6)]
     path = write(tmp_path, """
     [modalities.fake_audio]
     preset = "tiny"
     output_projectors = [{ id = "linear-out", fills = "prompt_embeds" }]
     """)
     with pytest.raises(CompositionError, match=r"input\(s\) pooled_embeds filled by no output projector"):
+        resolve_composition(path, registry)
+    path = write(tmp_path, """
+    [modalities.fake_audio]
+    preset = "tiny"
+    output_projectors = ["linear-out", "transformer"]
+    """)
+    with pytest.raises(CompositionError, match=r"takes several conditioning inputs \(prompt_embeds, pooled_embeds\); say which one"):
         resolve_composition(path, registry)
 
 

@@ -272,3 +272,14 @@ def test_bad_conversations(tiny_model, fake_files):
     with pytest.raises(ConversationError, match="empty user turn"):
         Conversation().user()
     assert Conversation().user("a", Text("b")).turns[0].parts == [Text("a"), Text("b")]
+
+
+def test_decoders_load_only_when_a_reply_needs_them(registry, fake_files):
+    from nextgpt_core import NextGPT
+
+    model = NextGPT.from_composition("tiny", registry=registry)
+    assert not any(d.is_loaded for d in model.decoders.values())
+    model.generate(_conversation(fake_files), want=["fake_audio"], seed=0, max_new_tokens=2)
+    assert {k for k, d in model.decoders.items() if d.is_loaded} == {"fake_audio"}
+    model.load_decoders()
+    assert all(d.is_loaded for d in model.decoders.values())
