@@ -18,11 +18,17 @@ import torch
 
 from pydantic import model_validator
 
-from .errors import WeightsNotFoundError
+from .errors import CheckpointError, WeightsNotFoundError
 from .interfaces import ComponentConfig, Decoder
 from .language_model import derived_seed
 
-__all__ = ["DiffusersDecoder", "DiffusersDecoderConfig", "quiet_library_notices"]
+__all__ = [
+    "DiffusersDecoder",
+    "DiffusersDecoderConfig",
+    "check_text_conditioning",
+    "encode_empty_negative",
+    "quiet_library_notices",
+]
 
 #: notices that say nothing actionable to a nextgpt user (deprecated-but-shipped pipelines, the torchvision-free
 #: image-processor fallback that nextgpt relies on by design)
@@ -167,3 +173,28 @@ class DiffusersDecoder(Decoder):
     def _state_module(self) -> None:
         # frozen decoder weights are never saved in nextgpt checkpoints: the composition references them by path
         return None
+
+
+# ---------------------------------------------------------------------------------------------- CLIP-text pipelines
+def encode_empty_negative(pipe: Any, length: int, dim: int) -> torch.Tensor:
+    """The pipeline's own encoding of ``negative_prompt=""``: ``(1, length, dim)``.
+
+    Runs ``pipe.encode_prompt`` down its classifier-free-guidance branch (tokenizer padded to ``length``, then the
+    text encoder), exactly as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does.
+    """
+    dtype = pipe.text_encoder.dtype
+    device = pipe._execution_device
+    placeholder = torch.zeros(1, length, dim, dtype=dtype, device=device)
+    _, negative = pipe.encode_prompt(None, device, 1, True, negative_prompt="", prompt_embeds=placeholder)
+    return negative
+
+
+def check_text_conditioning(decoder: Any, pipe: Any, length: int, dim: int) -> None:
+    """Raise ``CheckpointError`` when a loaded pipeline's text side does not match the declared ``(length, dim)``."""
+    got_dim = int(pipe.unet.config.cross_attention_dim)
+    got_len = int(getattr(pipe.tokenizer, "model_max_length", length)) if pipe.tokenizer is not None else length
+    if got_dim != dim or got_len != length:
+        raise CheckpointError(
+            f"{type(decoder).__name__}: the pipeline at {decoder.config.path!r} takes prompt_embeds {got_len}x{got_dim}, "
+            f"the config declares {length}x{dim} (set cross_attention_dim/text_length to match the folder)"
+        )

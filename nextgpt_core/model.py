@@ -38,7 +38,7 @@ from .errors import ConversationError, MediaError
 from .generation import TextStreamer, run_generation
 from .interfaces import Decoder, Encoder, InputProjector, MediaIO, OutputProjector
 from .language_model import TokenTable, add_modality_tokens, build_language_model, derived_seed
-from .prompting import IdsPiece, MediaPiece, Piece, TextPiece, render_conversation
+from .prompting import IdsPiece, Piece, TextPiece, render_conversation
 from .signal_runs import SignalRunController
 
 __all__ = ["NextGPT"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -42,7 +41,7 @@ def test_generate_writes_reply_and_media(runner, registry, fake_files, tmp_path)
     assert result.exit_code == 0, result.output
     assert (out / "fake_audio_0.faud").is_file() and (out / "reply.txt").is_file()
     assert f"wrote {out / 'fake_audio_0.faud'}" in result.stdout and "seed: 3" in result.stdout
-    again = runner.invoke(app, ["generate", "-p", "hello", "-i", str(fake_files["image"]), "-i", f"fake_depth={fake_files['other']}",
+    runner.invoke(app, ["generate", "-p", "hello", "-i", str(fake_files["image"]), "-i", f"fake_depth={fake_files['other']}",
                                 "-w", "fake_audio", "--seed", "3", "-o", str(tmp_path / "again")])
     assert (tmp_path / "again" / "fake_audio_0.faud").read_bytes() == (out / "fake_audio_0.faud").read_bytes()
 

@@ -36,7 +36,6 @@ import math
 from fractions import Fraction
 from functools import lru_cache
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -7,7 +7,6 @@ on read or write): a 16-bit Kinect/NYU-D/SUN RGB-D PNG gives millimetres, 0 mean
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 

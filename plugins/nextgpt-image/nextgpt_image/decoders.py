@@ -23,8 +23,13 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig
-from nextgpt_core.errors import CheckpointError
+from nextgpt_core.diffusers_decoder import (
+    DiffusersDecoder,
+    DiffusersDecoderConfig,
+    check_text_conditioning,
+    encode_empty_negative,
+)
+from nextgpt_core.tiny_clip import tiny_clip_text_parts
 from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
 
 __all__ = [
@@ -33,111 +38,7 @@ __all__ = [
     "StableDiffusion2ImageDecoder",
     "StableDiffusionDecoderConfig",
     "StableDiffusionImageDecoder",
-    "tiny_clip_text_parts",
 ]
-
-
-# ---------------------------------------------------------------------------------------------- tiny CLIP text side
-def _byte_symbols() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for the bytes 0..255, in CLIP's vocabulary order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-#: a few merges so that common words are single tokens (the rest falls back to byte symbols, never to unk)
-_TINY_MERGES: tuple[tuple[str, str], ...] = (
-    ("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "f</w>"), ("i", "n"),
-    ("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"),
-)
-
-
-def tiny_clip_text_parts(
-    dim: int,
-    *,
-    length: int = 77,
-    pad_token: str = "<|endoftext|>",
-    hidden_act: str = "quick_gelu",
-    num_layers: int = 2,
-) -> tuple[Any, Any]:
-    """A tiny random-init ``CLIPTextModel`` and an offline ``CLIPTokenizer`` laid out like the real ones.
-
-    The vocabulary follows CLIP's order (256 byte symbols, the same with ``</w>``, merges, then
-    ``<|startoftext|>`` and ``<|endoftext|>``), so ``""`` encodes as ``[BOS, EOS, PAD x (length-2)]`` exactly as
-    the real tokenizer does. SD-1.5 pads with ``<|endoftext|>``; the OpenCLIP tokenizers of SD-2 / ZeroScope pad
-    with ``"!"`` (id 0).
-
-    Args:
-        dim: hidden size of the text encoder = width of each ``prompt_embeds`` token.
-        length: ``max_position_embeddings`` and ``model_max_length`` (77 as CLIP).
-        pad_token: the tokenizer's padding token.
-        hidden_act: ``quick_gelu`` (OpenAI CLIP, SD-1.5) or ``gelu`` (OpenCLIP, SD-2, ZeroScope).
-        num_layers: transformer layers.
-
-    Returns:
-        ``(text_encoder, tokenizer)``; ``text_encoder(ids)[0]`` is ``(B, length, dim)``.
-    """
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    symbols = _byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _TINY_MERGES]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(_TINY_MERGES), pad_token=pad_token, model_max_length=length)
-    heads = 2 if dim % 2 == 0 else 1
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=dim,
-        intermediate_size=2 * dim,
-        projection_dim=dim,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        max_position_embeddings=length,
-        hidden_act=hidden_act,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(config).eval(), tokenizer
-
-
-def _eval_mode(pipe: Any) -> Any:
-    """Put every ``nn.Module`` part of ``pipe`` in eval mode, as ``from_pretrained`` leaves them."""
-    for part in pipe.components.values():
-        if isinstance(part, torch.nn.Module):
-            part.eval()
-    return pipe
-
-
-def _encode_negative_prompt(pipe: Any, length: int, dim: int) -> torch.Tensor:
-    """The pipeline's own encoding of ``negative_prompt=""``: ``(1, length, dim)``.
-
-    Runs ``pipe.encode_prompt`` down its classifier-free-guidance branch (tokenizer padded to ``length``, then the
-    text encoder), exactly as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does.
-    """
-    dtype = pipe.text_encoder.dtype
-    device = pipe._execution_device
-    placeholder = torch.zeros(1, length, dim, dtype=dtype, device=device)
-    _, negative = pipe.encode_prompt(None, device, 1, True, negative_prompt="", prompt_embeds=placeholder)
-    return negative
-
-
-def _check_loaded_dims(decoder: Any, pipe: Any, length: int, dim: int) -> None:
-    """Raise ``CheckpointError`` when a loaded pipeline's text side does not match the declared ``(length, dim)``."""
-    got_dim = int(pipe.unet.config.cross_attention_dim)
-    got_len = int(getattr(pipe.tokenizer, "model_max_length", length)) if pipe.tokenizer is not None else length
-    if got_dim != dim or got_len != length:
-        raise CheckpointError(
-            f"{type(decoder).__name__}: the pipeline at {decoder.config.path!r} takes prompt_embeds {got_len}x{got_dim}, "
-            f"the config declares {length}x{dim} (set cross_attention_dim/text_length to match the folder)"
-        )
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -231,7 +132,7 @@ class StableDiffusionImageDecoder(DiffusersDecoder):
     def _load(self) -> None:
         super()._load()
         if self.config.path is not None:  # type: ignore[attr-defined]
-            _check_loaded_dims(self, self.pipe, self.config.text_length, self.config.cross_attention_dim)  # type: ignore[attr-defined]
+            check_text_conditioning(self, self.pipe, self.config.text_length, self.config.cross_attention_dim)  # type: ignore[attr-defined]
 
     def build_tiny(self) -> Any:
         """A tiny ``StableDiffusionPipeline`` of the real classes (about 0.1M parameters, 32x32 px, no safety checker)."""
@@ -278,12 +179,12 @@ class StableDiffusionImageDecoder(DiffusersDecoder):
             image_encoder=None,
             requires_safety_checker=False,
         )
-        return _eval_mode(pipe)
+        return pipe
 
     def encode_unconditional(self) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``."""
         spec = self.conditioning_inputs[0]
-        return {spec.name: _encode_negative_prompt(self.pipe, spec.length, spec.dim)}
+        return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim)}
 
     def generate(
         self,

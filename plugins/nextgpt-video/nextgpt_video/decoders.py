@@ -16,17 +16,21 @@ Outputs are :class:`nextgpt_video.media.Video` (uint8 frames ``(T, H, W, 3)``, `
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig
-from nextgpt_core.errors import CheckpointError, WeightsNotFoundError
+from nextgpt_core.diffusers_decoder import (
+    DiffusersDecoder,
+    DiffusersDecoderConfig,
+    check_text_conditioning,
+    encode_empty_negative,
+)
+from nextgpt_core.tiny_clip import tiny_clip_text_parts
+from nextgpt_core.errors import WeightsNotFoundError
 from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
 
 from .media import Video
@@ -40,54 +44,6 @@ __all__ = [
     "ZeroScopeVideoDecoder",
     "frames_to_uint8",
 ]
-
-
-# ---------------------------------------------------------------------------------------------- tiny CLIP text side
-# (the same offline construction as nextgpt_image.decoders; kept here so the video plugin does not need the image one)
-def _byte_symbols() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for the bytes 0..255, in CLIP's vocabulary order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-_TINY_MERGES: tuple[tuple[str, str], ...] = (
-    ("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "f</w>"), ("i", "n"),
-    ("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"),
-)
-
-
-def _tiny_clip_text_parts(dim: int, *, length: int, pad_token: str, hidden_act: str, num_layers: int = 2) -> tuple[Any, Any]:
-    """Tiny random-init ``CLIPTextModel`` (``(B, length) -> (B, length, dim)``) and an offline ``CLIPTokenizer``
-    in CLIP's vocabulary order (``""`` -> ``[BOS, EOS, PAD...]``)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    symbols = _byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _TINY_MERGES]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(_TINY_MERGES), pad_token=pad_token, model_max_length=length)
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=dim,
-        intermediate_size=2 * dim,
-        projection_dim=dim,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2 if dim % 2 == 0 else 1,
-        max_position_embeddings=length,
-        hidden_act=hidden_act,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(config).eval(), tokenizer
 
 
 def _tiny_vae() -> Any:
@@ -104,29 +60,6 @@ def _tiny_vae() -> Any:
         norm_num_groups=4,
         sample_size=32,
     )
-
-
-def _eval_mode(pipe: Any) -> Any:
-    """Put every ``nn.Module`` part of ``pipe`` in eval mode, as ``from_pretrained`` leaves them."""
-    for part in pipe.components.values():
-        if isinstance(part, torch.nn.Module):
-            part.eval()
-    return pipe
-
-
-@contextlib.contextmanager
-def _quiet_deprecated_pipeline() -> Iterator[None]:
-    """Drop diffusers' "The X has been deprecated ..." notice logged when a deprecated pipeline is constructed."""
-    logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
-
-    def keep(record: logging.LogRecord) -> bool:
-        return "has been deprecated" not in record.getMessage()
-
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
 
 
 def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -184,19 +117,10 @@ class _TextToVideoDecoder(DiffusersDecoder):
         )
 
     def _load(self) -> None:
-        with _quiet_deprecated_pipeline():
-            super()._load()
+        super()._load()  # the base silences diffusers' "has been deprecated" notice for TextToVideoSD
         if self.config.path is not None:  # type: ignore[attr-defined]
             spec = self.conditioning_inputs[0]
-            got_dim = int(self.pipe.unet.config.cross_attention_dim)
-            tok = self.pipe.tokenizer
-            got_len = int(getattr(tok, "model_max_length", spec.length)) if tok is not None else spec.length
-            if (got_len, got_dim) != spec.shape:
-                raise CheckpointError(
-                    f"{type(self).__name__}: the pipeline at {self.config.path!r} takes prompt_embeds "  # type: ignore[attr-defined]
-                    f"{got_len}x{got_dim}, the config declares {spec.length}x{spec.dim} "
-                    "(set cross_attention_dim/text_length to match the folder)"
-                )
+            check_text_conditioning(self, self.pipe, spec.length, spec.dim)
 
     def encode_unconditional(self) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``.
@@ -205,11 +129,7 @@ class _TextToVideoDecoder(DiffusersDecoder):
         the text encoder), as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does.
         """
         spec = self.conditioning_inputs[0]
-        pipe = self.pipe
-        device = pipe._execution_device
-        placeholder = torch.zeros(1, spec.length, spec.dim, dtype=pipe.text_encoder.dtype, device=device)
-        _, negative = pipe.encode_prompt(None, device, 1, True, negative_prompt="", prompt_embeds=placeholder)
-        return {spec.name: negative}
+        return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim)}
 
     def generate(
         self,
@@ -285,7 +205,7 @@ class ZeroScopeVideoDecoder(_TextToVideoDecoder):
         from diffusers import DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
 
         dim = self.config.cross_attention_dim  # type: ignore[attr-defined]
-        text_encoder, tokenizer = _tiny_clip_text_parts(dim, length=self.config.text_length, pad_token="!", hidden_act="gelu")  # type: ignore[attr-defined]
+        text_encoder, tokenizer = tiny_clip_text_parts(dim, length=self.config.text_length, pad_token="!", hidden_act="gelu")  # type: ignore[attr-defined]
         unet = UNet3DConditionModel(
             sample_size=16,
             in_channels=4,
@@ -305,7 +225,7 @@ class ZeroScopeVideoDecoder(_TextToVideoDecoder):
             unet=unet,
             scheduler=DDIMScheduler(**self.scheduler_config),
         )
-        return _eval_mode(pipe)
+        return pipe
 
 
 # ---------------------------------------------------------------------------------------------- AnimateDiff
@@ -385,7 +305,7 @@ class AnimateDiffVideoDecoder(_TextToVideoDecoder):
         from diffusers import DDIMScheduler, MotionAdapter, UNet2DConditionModel
 
         dim = self.config.cross_attention_dim  # type: ignore[attr-defined]
-        text_encoder, tokenizer = _tiny_clip_text_parts(
+        text_encoder, tokenizer = tiny_clip_text_parts(
             dim, length=self.config.text_length, pad_token="<|endoftext|>", hidden_act="quick_gelu"  # type: ignore[attr-defined]
         )
         unet = UNet2DConditionModel(
@@ -420,4 +340,4 @@ class AnimateDiffVideoDecoder(_TextToVideoDecoder):
         """A tiny ``AnimateDiffPipeline`` of the real classes (32x32 px by default)."""
         from diffusers import AnimateDiffPipeline
 
-        return _eval_mode(AnimateDiffPipeline(**self.tiny_parts()))
+        return AnimateDiffPipeline(**self.tiny_parts())

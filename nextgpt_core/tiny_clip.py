@@ -1,0 +1,81 @@
+"""Tiny random-init CLIP text encoders with offline tokenizers, laid out like the real ones.
+
+Diffusion pipelines of several modalities (Stable Diffusion, ZeroScope, AnimateDiff) condition on a CLIP text
+encoder; their tiny builds (tests, the ``tiny`` composition) share this constructor. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["tiny_clip_text_parts"]
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for the bytes 0..255, in CLIP's vocabulary order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+#: a few merges so that common words are single tokens (the rest falls back to byte symbols, never to unk)
+_TINY_MERGES: tuple[tuple[str, str], ...] = (
+    ("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "f</w>"), ("i", "n"),
+    ("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"),
+)
+
+
+def tiny_clip_text_parts(
+    dim: int,
+    *,
+    length: int = 77,
+    pad_token: str = "<|endoftext|>",
+    hidden_act: str = "quick_gelu",
+    num_layers: int = 2,
+) -> tuple[Any, Any]:
+    """A tiny random-init ``CLIPTextModel`` and an offline ``CLIPTokenizer`` laid out like the real ones.
+
+    The vocabulary follows CLIP's order (256 byte symbols, the same with ``</w>``, merges, then
+    ``<|startoftext|>`` and ``<|endoftext|>``), so ``""`` encodes as ``[BOS, EOS, PAD x (length-2)]`` exactly as
+    the real tokenizer does. SD-1.5 pads with ``<|endoftext|>``; the OpenCLIP tokenizers of SD-2 / ZeroScope pad
+    with ``"!"`` (id 0).
+
+    Args:
+        dim: hidden size of the text encoder = width of each ``prompt_embeds`` token.
+        length: ``max_position_embeddings`` and ``model_max_length`` (77 as CLIP).
+        pad_token: the tokenizer's padding token.
+        hidden_act: ``quick_gelu`` (OpenAI CLIP, SD-1.5) or ``gelu`` (OpenCLIP, SD-2, ZeroScope).
+        num_layers: transformer layers.
+
+    Returns:
+        ``(text_encoder, tokenizer)``; ``text_encoder(ids)[0]`` is ``(B, length, dim)``.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    symbols = _byte_symbols()
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _TINY_MERGES]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(_TINY_MERGES), pad_token=pad_token, model_max_length=length)
+    heads = 2 if dim % 2 == 0 else 1
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=dim,
+        intermediate_size=2 * dim,
+        projection_dim=dim,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        max_position_embeddings=length,
+        hidden_act=hidden_act,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config).eval(), tokenizer
