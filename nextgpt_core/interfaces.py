@@ -162,7 +162,8 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, w
 
 # ---------------------------------------------------------------------------------------------- encoders
 class Encoder(Component, nn.Module, ABC):
-    """Turns one media item into feature tokens. Frozen by default (``requires_grad=False``, ``eval()``).
+    """Turns one media item into feature tokens. Built frozen (``requires_grad=False``, ``eval()``) by
+    :meth:`from_options` / :meth:`from_pretrained`; a training stage that wants it trainable says so.
 
     ``preprocess(media) -> Tensor`` runs on CPU without gradients and returns one item's tensor (no batch dim);
     ``forward(x)`` takes a stacked batch ``(B, *item_shape)`` and returns ``(B, n_tokens, output_dim)``.
@@ -171,6 +172,13 @@ class Encoder(Component, nn.Module, ABC):
     def __init__(self, config: ComponentConfig) -> None:
         nn.Module.__init__(self)
         self.config = config
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | ComponentConfig | None = None) -> "Encoder":
+        """Build the encoder frozen (eval mode, no gradients): encoders are never trained by default."""
+        encoder = super().from_options(options)
+        assert isinstance(encoder, Encoder)
+        return encoder.freeze()
 
     @classmethod
     @abstractmethod

@@ -101,9 +101,13 @@ class EncoderTesterMixin(_ComponentTester):
         assert len(shapes) == 1, f"preprocess must give one shape per item, got {shapes}"
         assert encoder.preprocess(self.get_dummy_media()[0]).device.type == "cpu"
 
-    def test_frozen_by_freeze(self) -> None:
-        encoder = self.make().freeze()
+    def test_built_frozen(self) -> None:
+        encoder = self.make()
         assert not encoder.training and not any(p.requires_grad for p in encoder.parameters())
+        again = type(encoder).from_options(self.get_init_dict())
+        with torch.no_grad():  # eval mode: no dropout / drop-path, so two calls agree
+            x = torch.stack([encoder.preprocess(m) for m in self.get_dummy_media()])
+            torch.testing.assert_close(again(x), again(x), rtol=0, atol=0)
 
     def test_dtype_follows_module(self) -> None:
         encoder = self.make().to(torch.float64)
