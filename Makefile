@@ -35,6 +35,7 @@ test: test-plugins
 benchmarks: test-plugins
 	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/cli_startup.py
 	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/request_overhead.py
+	$(BIN)/python benchmarks/any_to_any_request.py
 
 clean:
 	rm -rf $(VENV) build outputs .pytest_cache
