@@ -44,6 +44,12 @@ class _DropNoise(logging.Filter):
 @contextlib.contextmanager
 def quiet_library_notices() -> Iterator[None]:
     """Drop diffusers' and transformers' known-harmless notices while a pipeline is imported and built."""
+    # make both libraries create their handlers now, so the filters below reach records logged during the block
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.get_logger("diffusers")
+    transformers_logging.get_logger("transformers")
     loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
     handlers = [h for lg in loggers for h in lg.handlers]
     noise = _DropNoise()
@@ -79,8 +85,8 @@ class DiffusersDecoderConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _one_source(self) -> "DiffusersDecoderConfig":
-        if self.tiny and self.path is not None:
-            raise ValueError("give `path` (a local folder) or `tiny = true`, not both")
+        if self.tiny == (self.path is not None):
+            raise ValueError("give exactly one of `path` (a local diffusers folder; nothing is downloaded) and `tiny = true`")
         return self
 
 

@@ -2,7 +2,7 @@
 
 Both wrap the real diffusers pipelines (``AudioLDMPipeline``, ``AudioLDM2Pipeline``) through
 :class:`nextgpt_core.diffusers_decoder.DiffusersDecoder`: weights come from a local folder only (``path``), or, with
-``path=None``, a tiny random-init instance of the real classes is built (tests, the ``tiny`` composition).
+``tiny = true``, a tiny random-init instance of the real classes is built (tests, the ``tiny`` composition).
 
 Conditioning inputs (per item ``(length, dim)``; ``B`` is the batch):
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from nextgpt_core.imagebind import ImageBindEncoder, ImageBindEncoderConfig
 from nextgpt_core.interfaces import ComponentConfig
@@ -15,10 +16,17 @@ __all__ = ["ImageBindDepthEncoder", "ImageBindDepthEncoderConfig"]
 
 
 class ImageBindDepthEncoderConfig(ImageBindEncoderConfig):
-    """ImageBind depth branch (the x5 logit scale bypassed, as for audio)."""
+    """ImageBind depth branch (the x5 logit scale bypassed, as for audio).
+
+    Attributes:
+        depth_scale: file units per metre (1000: millimetres, Kinect-style 16-bit PNGs).
+        is_disparity: the maps already hold disparity (no depth-to-disparity conversion).
+    """
 
     modality: Literal["depth"] = "depth"
     clips: Literal[False] = False
+    depth_scale: float = Field(default=1000.0, gt=0)
+    is_disparity: bool = False
 
 
 class ImageBindDepthEncoder(ImageBindEncoder):
@@ -28,4 +36,4 @@ class ImageBindDepthEncoder(ImageBindEncoder):
     config_class: ClassVar[type[ComponentConfig]] = ImageBindDepthEncoderConfig
 
     def preprocess(self, media: Any) -> torch.Tensor:
-        return preprocess_depth(media)
+        return preprocess_depth(media, depth_scale=self.config.depth_scale, is_disparity=self.config.is_disparity)

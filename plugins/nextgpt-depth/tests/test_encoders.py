@@ -24,3 +24,11 @@ def test_one_unit_token_per_map():
     out = encoder(x[None])
     assert out.shape == (1, 1, 32)
     np.testing.assert_allclose(out.norm().item(), 1.0, rtol=1e-5)
+
+
+def test_units_are_options():
+    metres = np.full((30, 40), 2.5, dtype=np.float32)
+    millimetres = metres * 1000
+    in_mm = ImageBindDepthEncoder.from_options({"size": "tiny"})
+    in_m = ImageBindDepthEncoder.from_options({"size": "tiny", "depth_scale": 1.0})
+    np.testing.assert_allclose(in_mm.preprocess(millimetres).numpy(), in_m.preprocess(metres).numpy(), rtol=1e-6)

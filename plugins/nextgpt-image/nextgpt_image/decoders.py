@@ -9,9 +9,9 @@ Two registry-swappable classes over the same diffusers pipeline (``diffusers.Sta
 
 A composition swaps one for the other by its component id (plus the folder it points at). The conditioning width
 comes from the config field ``cross_attention_dim`` (full-size default per class), so a full-size decoder is
-described without loading weights. With ``path=None`` the decoder builds a tiny random-init instance of the real
-classes (CLIP text encoder with 77 positions and an offline CLIP BPE tokenizer, a 2-block VAE, a 2-block UNet):
-use ``cross_attention_dim`` 32 (SD-1.5) / 48 (SD-2), see ``tiny_options``.
+described without loading weights. With ``tiny = true`` (instead of a ``path``) the decoder builds a tiny
+random-init instance of the real classes (CLIP text encoder with 77 positions and an offline CLIP BPE tokenizer,
+a 2-block VAE, a 2-block UNet) with ``cross_attention_dim`` 32 (SD-1.5) / 48 (SD-2), from ``tiny_options``.
 
 Outputs are ``PIL.Image.Image`` (RGB), one per conditioning row.
 """

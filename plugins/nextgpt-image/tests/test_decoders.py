@@ -86,7 +86,8 @@ class TestStableDiffusion2Conformance(DecoderTesterMixin):
 
 # ---------------------------------------------------------------------------------------------- declared inputs
 def test_full_size_configs_describe_the_real_models_without_weights() -> None:
-    sd15, sd2 = StableDiffusionImageDecoder.from_options({}), StableDiffusion2ImageDecoder.from_options({"path": "/nowhere"})
+    sd15 = StableDiffusionImageDecoder.from_options({"path": "/nowhere"})
+    sd2 = StableDiffusion2ImageDecoder.from_options({"path": "/nowhere"})
     assert sd15.conditioning_inputs == (ConditioningInput("prompt_embeds", 77, 768, sd15.conditioning_inputs[0].description),)
     assert sd15.conditioning_inputs[0].shape == (77, 768)  # CLIP ViT-L/14 (runwayml/stable-diffusion-v1-5)
     assert sd2.conditioning_inputs[0].shape == (77, 1024)  # OpenCLIP ViT-H (stabilityai/stable-diffusion-2)

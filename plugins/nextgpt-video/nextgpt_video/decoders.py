@@ -7,9 +7,10 @@
   ``MotionAdapter``). Conditioning ``prompt_embeds`` ``(B, 77, 768)``: CLIP ViT-L/14 text states.
 
 The conditioning width is the config field ``cross_attention_dim`` (full-size default per class), so a full-size
-decoder is described without weights. With ``path=None`` a tiny random-init instance of the real classes is built
-(77-position CLIP text encoder + offline CLIP BPE tokenizer, 2-block VAE and UNet, 32x32 px): use
-``cross_attention_dim`` 48 (ZeroScope, 1024-d family) / 32 (AnimateDiff, 768-d family), see ``tiny_options``.
+decoder is described without weights. With ``tiny = true`` (instead of a ``path``) a tiny random-init instance of
+the real classes is built (77-position CLIP text encoder + offline CLIP BPE tokenizer, 2-block VAE and UNet,
+32x32 px) with ``cross_attention_dim`` 48 (ZeroScope, 1024-d family) / 32 (AnimateDiff, 768-d family), from
+``tiny_options``.
 
 Outputs are :class:`nextgpt_video.media.Video` (uint8 frames ``(T, H, W, 3)``, ``fps`` from the options).
 """

@@ -97,7 +97,7 @@ class TestAnimateDiffConformance(_VideoConformance):
 # ---------------------------------------------------------------------------------------------- declared inputs
 def test_full_size_configs_describe_the_real_models_without_weights() -> None:
     zs = ZeroScopeVideoDecoder.from_options({"path": "/nowhere"})
-    ad = AnimateDiffVideoDecoder.from_options({})
+    ad = AnimateDiffVideoDecoder.from_options({"path": "/nowhere"})
     assert zs.conditioning_inputs[0].name == "prompt_embeds"
     assert zs.conditioning_inputs[0].shape == (77, 1024)  # OpenCLIP ViT-H (cerspense/zeroscope_v2_576w)
     assert ad.conditioning_inputs[0].shape == (77, 768)  # CLIP ViT-L/14 (SD-1.5 base of AnimateDiff v1-5-2)
