@@ -673,7 +673,6 @@ def full_size_child() -> None:
     from nextgpt_image.decoders import StableDiffusionImageDecoder
     from nextgpt_image.encoders import ImageBindImageEncoder
     from nextgpt_video.decoders import ZeroScopeVideoDecoder
-    from nextgpt_video.encoders import ImageBindVideoEncoder
     from transformers import (
         ClapTextConfig,
         ClapTextModelWithProjection,
@@ -708,14 +707,15 @@ def full_size_child() -> None:
     hidden = 4096
     with torch.device("meta"):
         llm = module_params(LlamaForCausalLM(LlamaConfig(**_hf_config(CONFIGS / "vicuna-7b-v0" / "config.json"))))
+        # with a checkpoint, the image and the video encoder share one vision branch: count it once
         encoders = {k: module_params(c.from_options({"size": "huge"})) for k, c in (
-            ("image", ImageBindImageEncoder), ("video", ImageBindVideoEncoder), ("audio", ImageBindAudioEncoder),
-            ("depth", ImageBindDepthEncoder))}
-        in_proj = {k: module_params(LinearInputProjector.from_options({"in_dim": 1024, "out_dim": hidden})) for k in encoders}
+            ("image+video", ImageBindImageEncoder), ("audio", ImageBindAudioEncoder), ("depth", ImageBindDepthEncoder))}
+        in_proj = {k: module_params(LinearInputProjector.from_options({"in_dim": 1024, "out_dim": hidden}))
+                   for k in ("image", "video", "audio", "depth")}
         out_proj = {}
         for key, dec, n in (("image", StableDiffusionImageDecoder, 4), ("video", ZeroScopeVideoDecoder, 24),
                             ("audio", AudioLDMAudioDecoder, 8)):
-            spec = dec.conditioning_inputs_of(dec.make_config({}))[0]
+            spec = dec.conditioning_inputs_of(dec.make_config({"path": "/not/loaded"}))[0]  # full-size declaration
             out_proj[key] = module_params(TransformerOutputProjector.from_options(
                 {"in_dim": hidden, "num_signal_tokens": n, "out_len": spec.length, "out_dim": spec.dim}))
     always = {"llm (Vicuna-7B v0, vocab 32001)": llm, **{f"encoder.{k} (ImageBind-huge branch)": v for k, v in encoders.items()},
@@ -731,7 +731,8 @@ def full_size_child() -> None:
         "ratio_lazy_over_up_front": base / (base + all_dec),
         "fp16_bytes": {"lazy_text_only": 2 * base, "up_front": 2 * (base + all_dec), "decoders": 2 * all_dec},
         "note": "parameters only (no activations, no CUDA context); the extra 44 token rows nextgpt adds to the LLM "
-                "(~0.4M) are left out; image and video each build their own ImageBind vision branch as nextgpt does",
+                "(~0.4M) are left out; the image and video encoders share one ImageBind vision branch (loaded from one "
+                "checkpoint), so it is counted once",
     }))
 
 

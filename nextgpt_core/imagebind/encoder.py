@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -13,6 +16,28 @@ __all__ = ["ImageBindEncoder", "ImageBindEncoderConfig"]
 
 # number of dims of one item per branch: vision (3, H, W) image or (3, T, H, W) clip; audio (1, 128, 204); depth (1, H, W)
 _ITEM_NDIMS: dict[str, tuple[int, ...]] = {"vision": (3, 4), "audio": (3,), "depth": (3,)}
+
+
+#: pretrained branches by (checkpoint, modality, size): the image and the video encoder share one frozen vision branch
+#: (ImageBind-huge's is 633M parameters) instead of holding two copies, as the official code holds one model
+_BRANCHES: "weakref.WeakValueDictionary[tuple[str, str, str], ImageBindBranch]" = weakref.WeakValueDictionary()
+_BRANCHES_LOCK = threading.Lock()
+
+
+def _pretrained_branch(path: str, modality: str, size: str) -> ImageBindBranch:
+    """The branch of ``modality`` loaded strictly from ``path``, built once per process while someone uses it."""
+    checkpoint = ImageBindCheckpoint.open(path)  # fails fast (missing / not a checkpoint), before building anything
+    key = (str(Path(path).resolve()), modality, size)
+    with _BRANCHES_LOCK:
+        branch = _BRANCHES.get(key)
+        if branch is None:
+            with torch.device("meta"):  # no random init of weights that the checkpoint overwrites
+                branch = ImageBindBranch(branch_spec(modality, size))
+            branch.to_empty(device="cpu")
+            checkpoint.load_branch(branch, modality)
+            branch.requires_grad_(False).eval()
+            _BRANCHES[key] = branch
+        return branch
 
 
 class ImageBindEncoderConfig(ComponentConfig):
@@ -68,16 +93,12 @@ class ImageBindEncoder(Encoder):
         self.spec = spec = branch_spec(config.modality, config.size)
         if config.checkpoint is None:
             branch = ImageBindBranch(spec)
-            checkpoint = None
         else:
-            checkpoint = ImageBindCheckpoint.open(config.checkpoint)  # fails fast, before building anything
-            with torch.device("meta"):  # no random init of weights that the checkpoint overwrites
-                branch = ImageBindBranch(spec)
-            branch.to_empty(device="cpu")
+            branch = _pretrained_branch(config.checkpoint, config.modality, config.size)
+            # keep the shared branch alive while this encoder lives (not registered as a submodule)
+            self.__dict__["_shared_branch"] = branch
         for name in BRANCH_PREFIXES:
             self.add_module(name, getattr(branch, name))
-        if checkpoint is not None:
-            checkpoint.load_branch(self, config.modality)
 
     @classmethod
     def output_dim_of(cls, config: ImageBindEncoderConfig) -> int:  # type: ignore[override]

@@ -285,3 +285,23 @@ class TestTinyImageBindVideoEncoder(EncoderTesterMixin):
     def get_dummy_media(self) -> list[Any]:
         rng = np.random.default_rng(1)
         return [rng.standard_normal(1000), rng.standard_normal(999)]
+
+
+def test_encoders_from_one_checkpoint_share_a_frozen_branch(fake_checkpoint: tuple[Path, dict]) -> None:
+    """An image and a video encoder on the same file hold ONE vision branch (as the official single model does)."""
+    path, state = fake_checkpoint
+
+    class Images(ImageBindEncoder):
+        def preprocess(self, media):  # pragma: no cover - not used here
+            raise NotImplementedError
+
+    image = Images.from_options({"modality": "vision", "size": "tiny", "checkpoint": str(path)})
+    video = Images.from_options({"modality": "vision", "size": "tiny", "checkpoint": str(path), "clips": True})
+    audio = Images.from_options({"modality": "audio", "size": "tiny", "checkpoint": str(path)})
+    key = "modality_trunks.vision.blocks.0.attn.in_proj_weight"
+    assert image.state_dict()[key].data_ptr() == video.state_dict()[key].data_ptr()
+    torch.testing.assert_close(image.state_dict()[key], state[key], rtol=0, atol=0)
+    assert not any(p.requires_grad for p in image.parameters()) and not image.training
+    assert "modality_trunks.audio.blocks.0.attn.in_proj_weight" in audio.state_dict()
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(image(x), video(x[:, None]), rtol=0, atol=0)  # one view: same embedding
