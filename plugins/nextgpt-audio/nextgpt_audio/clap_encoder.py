@@ -28,18 +28,17 @@ given; every dim left unset takes its **full-size default, HTSAT-tiny as in ``la
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
-from transformers.utils import logging as hf_logging
 
 from nextgpt_core.errors import CheckpointError, ConfigError, MediaError, WeightsNotFoundError
+from nextgpt_core.hf_loading import describe_mismatch, quiet_transformers, weights_folder
 from nextgpt_core.interfaces import ComponentConfig, Encoder
 
 from .media import Audio
@@ -107,37 +106,6 @@ class CLAPAudioEncoderConfig(ComponentConfig):
         return {k: (v if (v := getattr(self, k)) is not None else d) for k, d in CLAP_FULL_SIZE.items()}
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bars (we check the loading info ourselves)."""
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _describe_mismatch(entry: Any) -> str:
-    """transformers reports a mis-shaped weight as ``(name, checkpoint_shape, model_shape)``."""
-    if isinstance(entry, tuple) and len(entry) == 3:
-        name, ours, theirs = entry
-        return f"{name}: file {tuple(ours)} vs config {tuple(theirs)}"
-    return str(entry)
-
-
-def _checkpoint_dir(path: str) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise WeightsNotFoundError(f"CLAP weights folder {folder} does not exist (nextgpt never downloads weights)")
-    if not (folder / "config.json").is_file():
-        raise WeightsNotFoundError(f"CLAP weights folder {folder} has no config.json")
-    return folder
-
-
 def _audio_config(config: CLAPAudioEncoderConfig) -> ClapAudioConfig:
     """The transformers audio config: read from ``path`` (a ClapModel's ``audio_config`` or an audio model's)."""
     if config.path is None:
@@ -158,8 +126,8 @@ def _audio_config(config: CLAPAudioEncoderConfig) -> ClapAudioConfig:
             patch_stride=(4, 4),
             hidden_dropout_prob=0.0,
         )
-    folder = _checkpoint_dir(config.path)
-    with _quiet_transformers():
+    folder = weights_folder(config.path, "CLAP")
+    with quiet_transformers():
         try:
             audio = ClapAudioConfig.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -216,7 +184,7 @@ class CLAPAudioEncoder(Encoder):
             folder = Path(config.path).expanduser()
             self.model = self._load(folder)
             if (folder / _PREPROCESSOR_FILE).is_file():
-                with _quiet_transformers():
+                with quiet_transformers():
                     self.extractor = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
             else:
                 self.extractor = ClapFeatureExtractor(**{**_EXTRACTOR_SETTINGS, "feature_size": audio.num_mel_bins})
@@ -229,8 +197,8 @@ class CLAPAudioEncoder(Encoder):
 
     @staticmethod
     def _load(folder: Path) -> ClapAudioModelWithProjection:
-        folder = _checkpoint_dir(str(folder))
-        with _quiet_transformers():
+        folder = weights_folder(str(folder), "CLAP")
+        with quiet_transformers():
             try:
                 model, info = ClapAudioModelWithProjection.from_pretrained(
                     folder, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
@@ -241,7 +209,7 @@ class CLAPAudioEncoder(Encoder):
                 raise CheckpointError(f"{folder}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
         # BatchNorm's num_batches_tracked is not needed in eval mode; anything else missing is a wrong checkpoint
         missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("num_batches_tracked"))
-        mismatched = sorted(_describe_mismatch(k) for k in info.get("mismatched_keys", ()))
+        mismatched = sorted(describe_mismatch(k) for k in info.get("mismatched_keys", ()))
         if missing or mismatched:
             parts = [f"{len(missing)} weights missing {missing[:5]}{' ...' if len(missing) > 5 else ''}"] if missing else []
             parts += [f"mis-shaped {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}"] if mismatched else []

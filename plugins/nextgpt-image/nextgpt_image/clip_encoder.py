@@ -23,18 +23,17 @@ projection 768), the CLIP that Stable Diffusion 1.x conditions on and LLaVA / NE
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
-from transformers.utils import logging as hf_logging
 
 from nextgpt_core.errors import CheckpointError, ConfigError, MediaError, WeightsNotFoundError
+from nextgpt_core.hf_loading import describe_mismatch, quiet_transformers, weights_folder
 from nextgpt_core.interfaces import ComponentConfig, Encoder
 
 __all__ = ["CLIP_FULL_SIZE", "CLIPImageEncoder", "CLIPImageEncoderConfig"]
@@ -91,44 +90,13 @@ class CLIPImageEncoderConfig(ComponentConfig):
         return {k: (v if (v := getattr(self, k)) is not None else d) for k, d in CLIP_FULL_SIZE.items()}
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bars (we check the loading info ourselves)."""
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _describe_mismatch(entry: Any) -> str:
-    """transformers reports a mis-shaped weight as ``(name, checkpoint_shape, model_shape)``."""
-    if isinstance(entry, tuple) and len(entry) == 3:
-        name, ours, theirs = entry
-        return f"{name}: file {tuple(ours)} vs config {tuple(theirs)}"
-    return str(entry)
-
-
-def _checkpoint_dir(path: str) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise WeightsNotFoundError(f"CLIP weights folder {folder} does not exist (nextgpt never downloads weights)")
-    if not (folder / "config.json").is_file():
-        raise WeightsNotFoundError(f"CLIP weights folder {folder} has no config.json")
-    return folder
-
-
 def _vision_config(config: CLIPImageEncoderConfig) -> CLIPVisionConfig:
     """The transformers vision config: read from ``path`` (a CLIPModel's ``vision_config`` or a vision model's)."""
     if config.path is None:
         d = config.dims()
         return CLIPVisionConfig(**d, num_channels=3, hidden_act="quick_gelu", attention_dropout=0.0)
-    folder = _checkpoint_dir(config.path)
-    with _quiet_transformers():
+    folder = weights_folder(config.path, "CLIP")
+    with quiet_transformers():
         try:
             vision = CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -173,7 +141,7 @@ class CLIPImageEncoder(Encoder):
             self.model = self._load(Path(config.path).expanduser())
             folder = Path(config.path).expanduser()
             if (folder / _PREPROCESSOR_FILE).is_file():
-                with _quiet_transformers():
+                with quiet_transformers():
                     self.processor = CLIPImageProcessorPil.from_pretrained(folder, local_files_only=True)
             else:
                 size = self.model.config.image_size
@@ -185,8 +153,8 @@ class CLIPImageEncoder(Encoder):
 
     @staticmethod
     def _load(folder: Path) -> CLIPVisionModelWithProjection:
-        folder = _checkpoint_dir(str(folder))
-        with _quiet_transformers():
+        folder = weights_folder(str(folder), "CLIP")
+        with quiet_transformers():
             try:
                 model, info = CLIPVisionModelWithProjection.from_pretrained(
                     folder, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
@@ -196,7 +164,7 @@ class CLIPImageEncoder(Encoder):
             except (RuntimeError, ValueError) as exc:
                 raise CheckpointError(f"{folder}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
         missing = sorted(info.get("missing_keys", ()))
-        mismatched = sorted(_describe_mismatch(k) for k in info.get("mismatched_keys", ()))
+        mismatched = sorted(describe_mismatch(k) for k in info.get("mismatched_keys", ()))
         if missing or mismatched:
             parts = [f"{len(missing)} weights missing {missing[:5]}{' ...' if len(missing) > 5 else ''}"] if missing else []
             parts += [f"mis-shaped {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}"] if mismatched else []
