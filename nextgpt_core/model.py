@@ -21,6 +21,7 @@ Example (runs as a test; ``tiny`` holds every installed modality plugin):
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from pathlib import Path
@@ -86,6 +87,11 @@ class NextGPT(nn.Module):
         self.decoders: dict[str, Decoder] = dict(decoders)
         self.encoder_cache = EncoderCache()
         self._media_io: dict[str, MediaIO] = {}
+        # template pieces ("### Human: ", "### Assistant:") repeat in every request: tokenize each text once
+        self._text_ids = functools.lru_cache(maxsize=4096)(self._tokenize)
+
+    def _tokenize(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -235,7 +241,7 @@ class NextGPT(nn.Module):
         bos = self.tokenizer.bos_token_id
         for piece in pieces:
             if isinstance(piece, TextPiece):
-                ids = self.tokenizer(piece.text, add_special_tokens=False).input_ids
+                ids = list(self._text_ids(piece.text))
                 if self.composition.prompt.bos == "every_segment" and bos is not None:
                     ids = [bos, *ids]
                 if ids:
