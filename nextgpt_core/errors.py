@@ -11,6 +11,7 @@ __all__ = [
     "MediaError",
     "ConversationError",
     "WeightsNotFoundError",
+    "DatasetError",
 ]
 
 
@@ -44,3 +45,11 @@ class ConversationError(NextGPTError, ValueError):
 
 class WeightsNotFoundError(NextGPTError, FileNotFoundError):
     """Local weights a composition points at are not there (nextgpt never downloads them)."""
+
+
+class DatasetError(NextGPTError, ValueError):
+    """A dataset file or row that cannot be read (the message names the file and the row)."""
+
+    def __init__(self, message: str, problem: object = None) -> None:
+        super().__init__(message)
+        self.problem = problem
