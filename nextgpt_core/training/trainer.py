@@ -1,0 +1,440 @@
+"""The training loop of the three NExT-GPT stages: exact trainable sets, seeded resumable data order, atomic
+checkpoints with the full trainer state, a progress bar and JSONL metrics.
+
+One :class:`Trainer` runs one stage. It uses :class:`accelerate.Accelerator` (``cpu=True`` by default) so the same
+code can later run under ``accelerate launch``; today it is tested single-process only.
+
+Output folder layout::
+
+    <output_dir>/trainable.json            the stage's trainable counts (TrainableSet.to_dict)
+    <output_dir>/metrics.jsonl             one JSON row per optimizer step (name set by TrainConfig.metrics_file)
+    <output_dir>/step-<k>/                 written atomically as a whole (nextgpt_core.serialization.atomic_directory)
+        manifest.json, input_projectors/, output_projectors/, lora/, token_rows/
+                                           the model checkpoint (nextgpt_core.checkpoint format; loads with
+                                           ``NextGPT.from_composition(..., checkpoint=<output_dir>/step-<k>)``)
+        trainer_state/state.pt             optimizer, scheduler, RNG states (torch, python, numpy, data order), step
+        trainer_state/state.json           the same step / epoch / position and the config, readable
+
+A ``step-<k>`` folder exists only once everything in it is written: a crash while writing leaves the previous
+checkpoint untouched and no half-written ``step-<k>`` (only a hidden ``.step-<k>.tmp-*`` that is removed on the
+way out of the failing block). ``resume=True`` continues from the highest complete ``step-<k>``.
+
+Loss: ``lm_loss + l2_weight * sum(signal_l2_losses)`` (stages 2 and 3, and any stage whose samples carry targets
+when ``l2_weight > 0``); stage 1 is the LM loss only.
+
+Learning-rate schedule: the official DeepSpeed ``WarmupDecayLR`` — linear warm-up from 0 to ``lr`` over
+``warmup_steps`` (default ``max(10, 0.1 * total)``, capped at ``total``), then linear decay to 0 at ``total``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..serialization import atomic_directory
+from .collate import build_example, collate_batch
+from .losses import lm_loss, signal_hidden_states, signal_l2_losses
+from .trainable import TrainableSet, apply_stage
+
+if TYPE_CHECKING:
+    from ..model import NextGPT
+    from .data import MediaLoader, TrainingSample
+
+__all__ = ["STATE_DIR", "TrainConfig", "TrainResult", "Trainer", "find_latest_checkpoint"]
+
+STATE_DIR = "trainer_state"
+"""Subfolder of a ``step-<k>`` checkpoint holding the trainer state."""
+_STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+class TrainConfig(BaseModel):
+    """Settings of one training run (unknown keys are an error).
+
+    Defaults follow the official recipe (DeepSpeed configs): AdamW, ``lr`` 4e-4 (use 5e-4 for stage 3, which
+    :meth:`official_lr` gives), betas (0.9, 0.95), eps 1e-8, weight decay 1e-3, gradient clipping 1.0, linear
+    warm-up then linear decay (``WarmupDecayLR``), seed 13.
+
+    Attributes:
+        stage: 1, 2 or 3 (see :data:`nextgpt_core.training.trainable.STAGES`).
+        steps: optimizer steps to run in total; if ``None``, ``epochs`` passes over the data.
+        epochs: passes over the data when ``steps`` is ``None``.
+        max_steps: stop after this global step even though the run is planned for ``steps`` (the schedule still
+            uses the planned total); for interrupting a run on purpose. ``None``: run to the end.
+        batch_size: samples per optimizer step (the last batch of an epoch may be smaller).
+        lr, betas, eps, weight_decay: AdamW.
+        grad_clip: max global gradient norm (``None`` or 0: no clipping).
+        warmup_steps: linear warm-up steps (``None``: ``max(10, 0.1 * total)``, capped at ``total``).
+        l2_weight: weight of the summed per-modality L2 losses (stages 2 and 3).
+        seed: seeds torch, python, numpy and the data-order generator.
+        checkpoint_every: write ``step-<k>`` every this many steps (``None`` or 0: only at the end).
+        save_final: also write a checkpoint at the last step.
+        output_dir: where checkpoints, ``trainable.json`` and the metrics go.
+        metrics_file: name of the JSONL metrics file inside ``output_dir``.
+        progress: show a progress bar (tqdm if installed, else a plain line every ``log_every`` steps).
+        log_every: steps between plain progress lines (no tqdm).
+        max_length: longest sequence (``build_example``'s ``max_length``; ``None``: the model's limit).
+        cpu: run on CPU (``Accelerator(cpu=True)``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal[1, 2, 3] = 2
+    steps: int | None = Field(default=None, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(default=None, ge=0)
+    batch_size: int = Field(default=2, ge=1)
+    lr: float = Field(default=4e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = Field(default=1e-3, ge=0)
+    grad_clip: float | None = 1.0
+    warmup_steps: int | None = Field(default=None, ge=0)
+    l2_weight: float = Field(default=1.0, ge=0)
+    seed: int = 13
+    checkpoint_every: int | None = Field(default=None, ge=0)
+    save_final: bool = True
+    output_dir: Path = Path("runs/train")
+    metrics_file: str = "metrics.jsonl"
+    progress: bool = True
+    log_every: int = Field(default=10, ge=1)
+    max_length: int | None = None
+    cpu: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if "/" in self.metrics_file or "\\" in self.metrics_file:
+            raise ValueError("metrics_file is a file name inside output_dir, not a path")
+        return self
+
+    @staticmethod
+    def official_lr(stage: int) -> float:
+        """The official learning rate of ``stage``: 4e-4 for stages 1 and 2, 5e-4 for stage 3."""
+        return 5e-4 if int(stage) == 3 else 4e-4
+
+
+class TrainResult(BaseModel):
+    """What :meth:`Trainer.train` returns.
+
+    Attributes:
+        step: the last global step done.
+        losses: the total loss of each step run in this call (not of steps before a resume).
+        checkpoints: the ``step-<k>`` folders written in this call.
+        resumed_from: the checkpoint the run continued from (``None``: started fresh).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    step: int
+    losses: list[float]
+    checkpoints: list[Path]
+    resumed_from: Path | None = None
+
+
+def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The complete ``step-<k>`` folder with the highest ``k`` in ``output_dir`` (``None`` if there is none).
+
+    Complete means: it holds the model manifest and the trainer state (hidden ``.step-*`` temporaries are never
+    considered; with atomic writes a ``step-<k>`` is complete or absent, this check guards hand-edited folders).
+    """
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found: list[tuple[int, Path]] = []
+    for path in root.iterdir():
+        m = _STEP_RE.match(path.name)
+        if m and path.is_dir() and (path / "manifest.json").is_file() and (path / STATE_DIR / "state.pt").is_file():
+            found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------- RNG helpers
+def _rng_state(order_generator: torch.Generator) -> dict[str, Any]:
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "order": order_generator.get_state(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], order_generator: torch.Generator) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    order_generator.set_state(state["order"])
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- progress
+class _Progress:
+    """tqdm when installed (and enabled), else a plain line every ``log_every`` steps on stderr."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, log_every: int) -> None:
+        self.enabled, self.log_every, self.total = enabled, log_every, total
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, loss: float, samples_per_s: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False)
+            self.bar.update(1)
+        elif step % self.log_every == 0 or step == self.total:
+            print(f"step {step}/{self.total}  loss {loss:.4f}  {samples_per_s:.1f} samples/s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Runs one NExT-GPT stage on a list of samples.
+
+    Args:
+        model: the :class:`~nextgpt_core.model.NextGPT` to train (changed in place).
+        dataset_samples: the :class:`~nextgpt_core.training.data.TrainingSample` s.
+        targets: ``{target_id: {conditioning name: (T, D)}}``, the cached caption embeddings of the samples'
+            targets (``nextgpt cache-targets``); needed when the L2 loss is on (stage 2/3 with targets).
+        config: the :class:`TrainConfig`.
+        media_loader: decodes the samples' input media through their plugins.
+        resume: continue from the latest complete ``step-<k>`` in ``config.output_dir`` (its weights, optimizer,
+            scheduler, RNG and data-order state); a fresh start if there is none.
+
+    At construction the stage is applied (:func:`~nextgpt_core.training.trainable.apply_stage`): exactly its set
+    becomes trainable, its counts are printed and saved as ``trainable.json``.
+    """
+
+    def __init__(
+        self,
+        model: NextGPT,
+        dataset_samples: Sequence[TrainingSample],
+        targets: Mapping[str, Mapping[str, torch.Tensor]] | None,
+        config: TrainConfig,
+        media_loader: MediaLoader | None = None,
+        *,
+        resume: bool = False,
+    ) -> None:
+        from accelerate import Accelerator
+
+        if not len(dataset_samples):
+            raise ValueError("Trainer needs at least one sample")
+        self.model = model
+        self.samples = list(dataset_samples)
+        self.targets = targets or {}
+        self.config = config
+        self.media_loader = media_loader
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(cpu=config.cpu)
+        self.use_l2 = config.stage in (2, 3) and config.l2_weight > 0
+
+        _seed_everything(config.seed)
+        self.order_generator = torch.Generator().manual_seed(config.seed)
+        self.trainable: TrainableSet = apply_stage(model, config.stage)
+        self.resume_dir = find_latest_checkpoint(self.output_dir) if resume else None
+        if self.resume_dir is not None:
+            self._load_weights(self.resume_dir)
+        if self.accelerator.is_main_process:
+            print(self.trainable.table(), file=sys.stderr)
+            self.trainable.save(self.output_dir / "trainable.json")
+
+        params = [p for _, p in self.trainable.named_parameters()]
+        optimizer = torch.optim.AdamW(
+            params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        )
+        self.steps_per_epoch = math.ceil(len(self.samples) / config.batch_size)
+        self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
+        warmup = config.warmup_steps if config.warmup_steps is not None else max(10, int(0.1 * self.total_steps))
+        self.warmup_steps = min(warmup, self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(s))
+        self.optimizer = self.accelerator.prepare(optimizer)
+        self.model.to(self.accelerator.device)
+
+        # data order: a permutation per epoch drawn from order_generator; position = next index in it
+        self.step = 0
+        self.epoch = 0
+        self.position = 0
+        self.order: list[int] = []
+        if self.resume_dir is not None:
+            self._load_state(self.resume_dir)
+
+    # -- schedule
+    def _lr_factor(self, step: int) -> float:
+        """WarmupDecayLR: ``step`` optimizer steps done -> factor of ``lr`` for the next step."""
+        w, total = self.warmup_steps, self.total_steps
+        if w and step < w:
+            return (step + 1) / w
+        if total <= w:
+            return 1.0
+        return max(0.0, (total - step) / (total - w))
+
+    # -- data order
+    def _next_indices(self) -> list[int]:
+        """The next batch's sample indices; draws a new permutation at the start of each epoch."""
+        if not self.order or self.position >= len(self.order):
+            if self.order:
+                self.epoch += 1
+            self.order = torch.randperm(len(self.samples), generator=self.order_generator).tolist()
+            self.position = 0
+        indices = self.order[self.position : self.position + self.config.batch_size]
+        self.position += len(indices)
+        return indices
+
+    # -- one step
+    def compute_losses(self, samples: Sequence[TrainingSample]) -> dict[str, Any]:
+        """Forward ``samples`` as one batch: ``{"loss": total, "lm": scalar, "l2": {modality: scalar}}``."""
+        examples = [
+            build_example(self.model, s, media_loader=self.media_loader, max_length=self.config.max_length)
+            for s in samples
+        ]
+        batch = collate_batch(examples)
+        out = self.model.llm(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=self.use_l2,
+        )
+        lm = lm_loss(out.logits, batch.labels)
+        l2: dict[str, torch.Tensor] = {}
+        loss = lm
+        if self.use_l2 and any(batch.signal_spans):
+            l2 = signal_l2_losses(self.model, signal_hidden_states(self.model, out), batch, self.targets)
+            if l2:
+                loss = lm + self.config.l2_weight * sum(l2.values())
+        return {"loss": loss, "lm": lm, "l2": l2}
+
+    def train(self) -> TrainResult:
+        """Run from the current step to ``config.steps`` / the planned epochs (or ``config.max_steps``).
+
+        Every step appends a metrics row; every ``checkpoint_every`` steps (and at the end when ``save_final``) a
+        ``step-<k>`` checkpoint with the trainer state is written atomically. Returns a :class:`TrainResult`.
+        """
+        cfg = self.config
+        stop = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
+        self.model.train()
+        losses: list[float] = []
+        written: list[Path] = []
+        metrics_path = self.output_dir / cfg.metrics_file
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        progress = _Progress(self.total_steps, self.step, cfg.progress and self.accelerator.is_main_process, cfg.log_every)
+        try:
+            while self.step < stop:
+                started = time.perf_counter()
+                indices = self._next_indices()
+                parts = self.compute_losses([self.samples[i] for i in indices])
+                self.accelerator.backward(parts["loss"])
+                if cfg.grad_clip:
+                    self.accelerator.clip_grad_norm_([p for _, p in self.trainable.named_parameters()], cfg.grad_clip)
+                lr = self.scheduler.get_last_lr()[0]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                row = {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "loss": float(parts["loss"].detach()),
+                    "lm": float(parts["lm"].detach()),
+                    "l2": {k: float(v.detach()) for k, v in parts["l2"].items()},
+                    "lr": lr,
+                    "samples": len(indices),
+                    "samples_per_s": len(indices) / elapsed,
+                }
+                losses.append(row["loss"])
+                if self.accelerator.is_main_process:
+                    with open(metrics_path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                progress.update(self.step, row["loss"], row["samples_per_s"])
+                every = cfg.checkpoint_every
+                if (every and self.step % every == 0) or (cfg.save_final and self.step == self.total_steps):
+                    written.append(self.save_checkpoint())
+        finally:
+            progress.close()
+        return TrainResult(step=self.step, losses=losses, checkpoints=written, resumed_from=self.resume_dir)
+
+    # -- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "order": torch.tensor(self.order, dtype=torch.long),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(self.order_generator),
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write ``<output_dir>/step-<step>/`` atomically: the model checkpoint (trained rows merged first) and the
+        trainer state. Returns the folder."""
+        from ..checkpoint import save_checkpoint
+
+        target = self.output_dir / f"step-{self.step}"
+        if not self.accelerator.is_main_process:
+            return target
+        self.trainable.merge()
+        with atomic_directory(target) as tmp:
+            save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
+            _write_trainer_state(self._state(), tmp / STATE_DIR)
+        return target
+
+    def _load_weights(self, directory: Path) -> None:
+        """Load the model checkpoint, then refresh the row-training copies from the loaded matrices."""
+        self.model.load_checkpoint(directory)
+        rows = self.trainable.rows
+        if rows is not None:
+            embed, head = rows._modules_ref
+            with torch.no_grad():
+                if rows.embed_rows is not None:
+                    rows.embed_rows.copy_(embed.weight[rows.embed_ids])
+                if rows.head_rows is not None and not rows.tied:
+                    rows.head_rows.copy_(head.weight[rows.head_ids])
+
+    def _load_state(self, directory: Path) -> None:
+        state = torch.load(directory / STATE_DIR / "state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        self.order = state["order"].tolist()
+        _set_rng_state(state["rng"], self.order_generator)
+
+
+def _write_trainer_state(state: dict[str, Any], directory: Path) -> None:
+    """``state.pt`` (everything, ``torch.save``) and ``state.json`` (step, epoch, position, config) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(state, directory / "state.pt")
+    summary = {k: state[k] for k in ("step", "epoch", "position", "config")}
+    (directory / "state.json").write_text(json.dumps(summary, indent=2) + "\n")
