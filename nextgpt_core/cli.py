@@ -229,6 +229,82 @@ def demo(
     _print_response(response, response.save(out / "reply", model.registry))
 
 
+# ---------------------------------------------------------------------------------------------- training
+def _read_data(data: Path, fmt: str, media_root: Optional[Path], on_error: str, task: str, registry: Any) -> Any:
+    from .training.data import read_dataset
+
+    loaded = read_dataset(data, format=fmt, media_root=media_root, on_error=on_error, registry=registry, task=task,
+                          require_target_media=False)
+    typer.echo(f"data: {loaded.report.summary()}", err=True)
+    return loaded
+
+
+@app.command("cache-targets")
+@_guard
+def cache_targets_command(
+    data: Path = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Target cache folder (replaced atomically)."),
+    composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
+    fmt: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    media_root: Optional[Path] = typer.Option(None, "--media-root", help="Folder the dataset's media paths are relative to."),
+    task: str = typer.Option("generate", "--task", help="For X-caption files: caption (stage 1) or generate (stage 2)."),
+    on_error: str = typer.Option("skip", "--on-error", help="skip (report and count) or fail on a bad row."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Captions per text-encoder call."),
+) -> None:
+    """Encode every target caption once with its decoder's own text encoder (stage-2 L2 targets)."""
+    from .composition import resolve_composition
+    from .training.targets import build_decoders, cache_targets
+
+    resolved = resolve_composition(composition)
+    loaded = _read_data(data, fmt, media_root, on_error, task, None)
+    targets = [t for sample in loaded.samples for t in sample.targets]
+    counts = cache_targets(targets, build_decoders(resolved), out, composition=resolved.composition.name,
+                           batch_size=batch_size)
+    typer.echo(f"cached {sum(counts.values())} targets ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}) in {out}")
+
+
+@app.command()
+@_guard
+def train(
+    data: Path = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format)."),
+    stage: int = typer.Option(..., "--stage", help="1 (encoding side), 2 (decoding side) or 3 (instruction tuning)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: step-<k>/ checkpoints, metrics.jsonl, trainable.json."),
+    composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="Target cache from `nextgpt cache-targets` (stages 2, 3)."),
+    fmt: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    media_root: Optional[Path] = typer.Option(None, "--media-root", help="Folder the dataset's media paths are relative to."),
+    task: str = typer.Option("", "--task", help="For X-caption files: caption or generate (default: by stage)."),
+    on_error: str = typer.Option("skip", "--on-error", help="skip (report and count) or fail on a bad row."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: one epoch)."),
+    batch_size: int = typer.Option(2, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the official one for the stage)."),
+    seed: int = typer.Option(13, "--seed"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --out."),
+) -> None:
+    """Train one NExT-GPT stage, exactly its declared parameters, single process (or under `accelerate launch`)."""
+    from .model import NextGPT
+    from .training.data import MediaLoader
+    from .training.targets import TargetCache
+    from .training.trainer import TrainConfig, Trainer
+
+    if stage not in (1, 2, 3):
+        raise UsageProblem(f"--stage must be 1, 2 or 3, got {stage}")
+    if stage in (2, 3) and targets is None:
+        raise UsageProblem("stages 2 and 3 need --targets (run `nextgpt cache-targets` first)")
+    model = NextGPT.from_composition(composition)
+    loaded = _read_data(data, fmt, media_root, on_error, task or ("caption" if stage == 1 else "generate"), model.registry)
+    if not loaded.samples:
+        raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")
+    config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
+                         seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out))
+    cache = TargetCache(targets) if targets is not None else None
+    result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
+    for path in result.checkpoints:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"trained {result.step} steps; last loss {result.losses[-1]:.4f}" if result.losses else "nothing to train")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 import torch
 
@@ -27,6 +27,7 @@ __all__ = [
     "DiffusersDecoderConfig",
     "check_text_conditioning",
     "encode_empty_negative",
+    "encode_prompt_positive",
     "quiet_library_notices",
 ]
 
@@ -193,6 +194,26 @@ def encode_empty_negative(pipe: Any, length: int, dim: int) -> torch.Tensor:
     placeholder = torch.zeros(1, length, dim, dtype=dtype, device=device)
     _, negative = pipe.encode_prompt(None, device, 1, True, negative_prompt="", prompt_embeds=placeholder)
     return negative
+
+
+def encode_prompt_positive(pipe: Any, texts: Sequence[str]) -> torch.Tensor:
+    """The pipeline's own encoding of ``prompt=list(texts)``: ``(len(texts), length, dim)`` on CPU, no gradient.
+
+    Runs ``pipe.encode_prompt`` down its positive branch only (no classifier-free guidance): the tokenizer pads and
+    truncates each caption to ``tokenizer.model_max_length`` (77), then the text encoder, exactly as a call with
+    ``prompt=texts`` does. ``[""]`` gives the same tensor as :func:`encode_empty_negative` (the same branch of code
+    in diffusers). Raises ``TypeError`` for a bare string or a non-string item, ``ValueError`` for no texts.
+    """
+    if isinstance(texts, str):
+        raise TypeError("encode_text takes a sequence of captions, not a single string (wrap it in a list)")
+    captions = list(texts)
+    if not captions:
+        raise ValueError("encode_text needs at least one caption")
+    if not all(isinstance(t, str) for t in captions):
+        raise TypeError("encode_text: every caption must be a str")
+    with torch.no_grad():
+        positive, _ = pipe.encode_prompt(captions, pipe._execution_device, 1, False)
+    return positive.detach().cpu()
 
 
 def check_text_conditioning(decoder: Any, pipe: Any, length: int, dim: int) -> None:

@@ -20,7 +20,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -384,6 +384,25 @@ class Decoder(Component, ABC):
     @abstractmethod
     def encode_unconditional(self) -> dict[str, torch.Tensor]:
         """Encode ``""`` as the pipeline would: ``{name: (1, length, dim)}`` for every conditioning input."""
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The decoder's own text encoding of each caption: the stage-2 L2 targets of the output projector.
+
+        NExT-GPT's decoding-side alignment (stage 2) trains each output projector to produce, for a caption, what the
+        decoder's pipeline itself computes when called with ``prompt=caption`` (SD: CLIP ``last_hidden_state``;
+        ZeroScope: OpenCLIP text states; AudioLDM: CLAP ``text_embeds``, L2-normalised). Loads the decoder if needed.
+
+        Args:
+            texts: the captions (``""`` included: ``encode_text([""])`` equals :meth:`unconditional`).
+
+        Returns:
+            ``{name: (len(texts), length, dim)}`` float tensors on CPU, one per :attr:`conditioning_inputs`, in the
+            pipeline's dtype (no gradient), shaped exactly like the conditioning the decoder takes.
+
+        Raises:
+            NotImplementedError: the decoder cannot encode text (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot encode text targets")
 
     @abstractmethod
     def generate(

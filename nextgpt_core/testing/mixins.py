@@ -213,6 +213,36 @@ class DecoderTesterMixin(_ComponentTester):
 
         assert not np.array_equal(np.asarray(out[0]), np.asarray(other[0])), "the generator seed must matter"
 
+    def test_encode_text_matches_declared_inputs_and_unconditional(self) -> None:
+        """``encode_text`` (the stage-2 L2 targets): one ``(B, length, dim)`` CPU tensor per declared input,
+        ``encode_text([""])`` is the cached unconditional conditioning, different captions encode differently.
+        A decoder that keeps the base method (it cannot give stage-2 targets) must say so with its one-line error."""
+        decoder = self.make()
+        if type(decoder).encode_text is Decoder.encode_text:
+            with pytest.raises(NotImplementedError, match="cannot encode text targets"):
+                decoder.encode_text(["a caption"])
+            return
+        captions = ["a red bird sings on a branch", "waves crash against the rocky shore"]
+        out = decoder.encode_text(captions)
+        assert set(out) == {c.name for c in decoder.conditioning_inputs}
+        for c in decoder.conditioning_inputs:
+            t = out[c.name]
+            assert tuple(t.shape) == (2, c.length, c.dim), c.name
+            assert t.is_floating_point() and t.device.type == "cpu" and not t.requires_grad, c.name
+        empty = decoder.encode_text([""])
+        uncond = decoder.unconditional()
+        for c in decoder.conditioning_inputs:
+            torch.testing.assert_close(
+                empty[c.name].float(), uncond[c.name].detach().cpu().float(), rtol=1e-5, atol=1e-5, msg=c.name
+            )
+        assert any(not torch.allclose(out[c.name][0], out[c.name][1]) for c in decoder.conditioning_inputs), (
+            "two different captions must encode differently"
+        )
+        # each row is its caption's own encoding, whatever else is in the batch
+        alone = decoder.encode_text(captions[1:])
+        for c in decoder.conditioning_inputs:
+            torch.testing.assert_close(alone[c.name][0], out[c.name][1], rtol=1e-4, atol=1e-5, msg=c.name)
+
     def test_rejects_wrong_conditioning(self) -> None:
         decoder = self.make()
         good = self.conditioning(decoder)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -123,6 +123,18 @@ def _tiny_t5_tokenizer(model_max_length: int = 512) -> Any:
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789.,'"]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
+
+
+def _captions(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a non-empty list of strings (a bare string is a ``TypeError``, no texts a ``ValueError``)."""
+    if isinstance(texts, str):
+        raise TypeError("encode_text takes a sequence of captions, not a single string (wrap it in a list)")
+    captions = list(texts)
+    if not captions:
+        raise ValueError("encode_text needs at least one caption")
+    if not all(isinstance(t, str) for t in captions):
+        raise TypeError("encode_text: every caption must be a str")
+    return captions
 
 
 def _eval(*modules: torch.nn.Module) -> None:
@@ -284,6 +296,20 @@ class AudioLDMAudioDecoder(_AudioDecoderBase):
             None, self._exec_device(), 1, True, negative_prompt=None, prompt_embeds=placeholder
         )  # (2, D): [negative for "", placeholder]
         return {"prompt_embeds": both[:1].unsqueeze(1)}
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), 1, D)}`` on CPU, what the pipeline's
+        ``_encode_prompt`` computes for ``prompt=texts`` (tokenizer padded to ``max_length``, CLAP ``text_embeds``,
+        **L2-normalised**, as the official NExT-GPT targets), one token per caption; ``[""]`` gives
+        :meth:`unconditional`. (At inference the official model feeds the projector output unnormalised: see
+        ``normalize_embeds``.)"""
+        captions = _captions(texts)
+        self.load()
+        with torch.no_grad():
+            embeds = self.pipe._encode_prompt(captions, self._exec_device(), 1, False)  # (B, D), normalised
+        out = {"prompt_embeds": embeds.detach().unsqueeze(1).cpu()}
+        self._check(out, batch=len(captions), what="encode_text()")
+        return out
 
     def generate(
         self,
@@ -553,38 +579,69 @@ class AudioLDM2AudioDecoder(_AudioDecoderBase):
         Returns ``{"prompt_embeds": (1, S, T), "generated_prompt_embeds": (1, G, P)}``; the T5 mask is kept in
         :attr:`negative_attention_mask`.
         """
+        embeds, mask = self._encode_captions([""])
+        self.negative_attention_mask = mask
+        return embeds
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), S, T), "generated_prompt_embeds": (len(texts),
+        G, P)}`` on CPU; ``[""]`` gives :meth:`unconditional`.
+
+        Per caption, what ``AudioLDM2Pipeline.encode_prompt`` computes for it as a prompt, with the T5 side at the
+        decoder's fixed length ``S``: the T5 tokens padded (with T5's pad token) or cut (keeping ``</s>``) to ``S``
+        and encoded with their mask (the encoder's states at the padded positions included: the decoder attends to
+        all ``S``), then the CLAP + T5 projection and ``G`` GPT-2 steps from that padded sequence, as in
+        :meth:`encode_unconditional`. This equals the pipeline's encoding of the caption inside a batch whose
+        longest prompt has ``S`` T5 tokens (the pipeline pads a batch to its longest prompt). Each row depends on
+        its own caption only.
+        """
+        captions = _captions(texts)
+        self.load()
+        embeds, _ = self._encode_captions(captions)
+        out = {k: v.detach().cpu() for k, v in embeds.items()}
+        self._check(out, batch=len(captions), what="encode_text()")
+        return out
+
+    def _encode_captions(self, captions: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Steps 1-4 of :meth:`encode_unconditional` for a batch of captions: the conditioning dict and the T5
+        attention mask ``(B, S)`` (long)."""
         pipe, config = self.pipe, self.config
         device = self._exec_device()
-        clap_in = pipe.tokenizer(
-            [""], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        )
-        clap = pipe.text_encoder.get_text_features(
-            clap_in.input_ids.to(device), attention_mask=clap_in.attention_mask.to(device)
-        )
-        clap = getattr(clap, "pooler_output", clap)[:, None, :]  # transformers 5: an output object
-        clap_mask = torch.ones(1, 1, dtype=torch.long, device=device)
+        batch = len(captions)
+        with torch.no_grad():
+            clap_in = pipe.tokenizer(
+                captions, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            )
+            clap = pipe.text_encoder.get_text_features(
+                clap_in.input_ids.to(device), attention_mask=clap_in.attention_mask.to(device)
+            )
+            clap = getattr(clap, "pooler_output", clap)[:, None, :]  # transformers 5: an output object
+            clap_mask = torch.ones(batch, 1, dtype=torch.long, device=device)
 
-        t5_in = pipe.tokenizer_2(
-            [""], padding="max_length", max_length=config.prompt_length, truncation=True, return_tensors="pt"
-        )
-        t5_mask = t5_in.attention_mask.to(device)
-        t5 = pipe.text_encoder_2(t5_in.input_ids.to(device), attention_mask=t5_mask)[0]
+            t5_in = pipe.tokenizer_2(
+                captions, padding="max_length", max_length=config.prompt_length, truncation=True, return_tensors="pt"
+            )
+            t5_mask = t5_in.attention_mask.to(device)
+            t5 = pipe.text_encoder_2(t5_in.input_ids.to(device), attention_mask=t5_mask)[0]
 
-        projected = pipe.projection_model(
-            hidden_states=clap, hidden_states_1=t5, attention_mask=clap_mask, attention_mask_1=t5_mask
+            projected = pipe.projection_model(
+                hidden_states=clap, hidden_states_1=t5, attention_mask=clap_mask, attention_mask_1=t5_mask
+            )
+            embeds, mask = projected.hidden_states, projected.attention_mask
+            for _ in range(config.generated_length):
+                out = pipe.language_model(
+                    inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, return_dict=True
+                )
+                embeds = torch.cat([embeds, out.hidden_states[-1][:, -1:, :]], dim=1)
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            generated = embeds[:, -config.generated_length :, :]
+        return (
+            {
+                "prompt_embeds": t5.to(pipe.text_encoder_2.dtype),
+                "generated_prompt_embeds": generated.to(pipe.language_model.dtype),
+            },
+            t5_mask.long(),
         )
-        embeds, mask = projected.hidden_states, projected.attention_mask
-        for _ in range(config.generated_length):
-            out = pipe.language_model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, return_dict=True)
-            embeds = torch.cat([embeds, out.hidden_states[-1][:, -1:, :]], dim=1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        generated = embeds[:, -config.generated_length :, :]
-
-        self.negative_attention_mask = t5_mask.long()
-        return {
-            "prompt_embeds": t5.to(pipe.text_encoder_2.dtype),
-            "generated_prompt_embeds": generated.to(pipe.language_model.dtype),
-        }
 
     def generate(
         self,

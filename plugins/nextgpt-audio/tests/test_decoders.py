@@ -270,3 +270,56 @@ def test_audioldm2_dtype_is_honoured() -> None:
     uncond = decoder.unconditional()
     assert decoder.pipe.unet.dtype == torch.bfloat16 and decoder.pipe.text_encoder_2.dtype == torch.bfloat16
     assert all(t.dtype == torch.bfloat16 for t in uncond.values())
+
+
+# ---------------------------------------------------------------------------------------------- stage-2 text targets
+def test_audioldm_encode_text_is_the_pipelines_normalised_clap_prompt_encoding() -> None:
+    decoder = AudioLDMAudioDecoder.from_options({"tiny": True})
+    captions = ["a dog barks twice", "rain falls on a tin roof"]
+    targets = decoder.encode_text(captions)["prompt_embeds"]
+    assert targets.shape == (2, 1, 32)
+    pipe = decoder.pipe
+    with torch.no_grad():
+        ref = pipe._encode_prompt(captions, torch.device("cpu"), 1, False)  # (B, D): CLAP text_embeds, normalised
+        ids = pipe.tokenizer(captions, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+        raw = pipe.text_encoder(ids.input_ids, attention_mask=ids.attention_mask).text_embeds
+    torch.testing.assert_close(targets[:, 0], ref, rtol=0, atol=0)
+    torch.testing.assert_close(targets[:, 0], F.normalize(raw, dim=-1), rtol=0, atol=0)
+    torch.testing.assert_close(targets.norm(dim=-1), torch.ones(2, 1))  # the official targets are L2-normalised
+    # end to end: feeding the target gives what the pipeline generates for prompt=caption
+    out = _samples(decoder({"prompt_embeds": targets}, generator=torch.Generator().manual_seed(0), **FAST))
+    ref_audio = pipe(prompt=captions, generator=torch.Generator().manual_seed(0), guidance_scale=7.5, **FAST)
+    _assert_close(out, ref_audio.audios)
+
+
+def _t5_caption_of(decoder: AudioLDM2AudioDecoder, n_tokens: int) -> str:
+    """A caption the tiny T5 tokenizer turns into exactly ``n_tokens`` ids (``</s>`` included)."""
+    tok = decoder.pipe.tokenizer_2
+    for words in range(1, 4 * n_tokens):
+        caption = " ".join(["ab"] * words)
+        n = len(tok(caption).input_ids)
+        if n == n_tokens:
+            return caption
+        for extra in ("a", "ab c"):
+            if len(tok(f"{caption} {extra}").input_ids) == n_tokens:
+                return f"{caption} {extra}"
+    raise AssertionError(f"no caption of {n_tokens} T5 tokens")
+
+
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")  # the pipeline's own GPT-2 loop
+def test_audioldm2_encode_text_is_the_pipelines_prompt_encoding_padded_to_s() -> None:
+    decoder = AudioLDM2AudioDecoder.from_options({"tiny": True, "prompt_length": 12, "generated_length": 4})
+    decoder.load()
+    full = _t5_caption_of(decoder, 12)  # the batch's longest prompt: the pipeline pads the batch to S = 12
+    captions = ["a cat", full]
+    targets = decoder.encode_text(captions)
+    assert targets["prompt_embeds"].shape == (2, 12, 32) and targets["generated_prompt_embeds"].shape == (2, 4, 16)
+    pipe = _pipeline_with_lm_head(decoder)
+    with torch.no_grad():
+        embeds, mask, generated = pipe.encode_prompt(captions, torch.device("cpu"), 1, False, max_new_tokens=4)
+    assert embeds.shape == (2, 12, 32) and mask[0].sum() < 12 and mask[1].sum() == 12
+    torch.testing.assert_close(targets["prompt_embeds"], embeds, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(targets["generated_prompt_embeds"], generated, rtol=1e-5, atol=1e-6)
+    # a caption longer than S is cut to S (keeping </s>), as the tokenizer truncates
+    long = decoder.encode_text([full + " and more words here"])
+    assert long["prompt_embeds"].shape == (1, 12, 32)

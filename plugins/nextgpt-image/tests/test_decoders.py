@@ -216,3 +216,33 @@ def test_missing_folder_is_weights_not_found_naming_it(cls: type, tmp_path: Path
     with pytest.raises(WeightsNotFoundError, match="no-such-sd"):
         decoder.unconditional()
     assert not decoder.is_loaded
+
+
+# ---------------------------------------------------------------------------------------------- stage-2 text targets
+@pytest.mark.parametrize("cls", DECODERS, ids=lambda c: c.__name__)
+def test_encode_text_is_the_pipelines_own_prompt_encoding(cls: type) -> None:
+    decoder = tiny(cls)
+    captions = ["a photo of a cat", "an oil painting of a lighthouse at dusk"]
+    targets = decoder.encode_text(captions)["prompt_embeds"]
+    pipe, tok = decoder.pipe, decoder.pipe.tokenizer
+    ids = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(targets, pipe.text_encoder(ids)[0], rtol=0, atol=0)  # CLIP last_hidden_state
+        ref, _ = pipe.encode_prompt(captions, torch.device("cpu"), 1, False)
+    torch.testing.assert_close(targets, ref, rtol=0, atol=0)
+    # end to end: feeding the target gives what the pipeline generates for prompt=caption
+    ours = decoder({"prompt_embeds": targets}, generator=torch.Generator().manual_seed(3), **FAST)
+    with torch.no_grad():
+        theirs = pipe(
+            prompt=captions, negative_prompt=["", ""], generator=torch.Generator().manual_seed(3),
+            num_inference_steps=2, guidance_scale=7.5, output_type="pil",
+        ).images
+    np.testing.assert_array_equal(pixels(ours), pixels(theirs))
+
+
+def test_encode_text_rejects_a_bare_string_and_no_captions() -> None:
+    decoder = tiny(StableDiffusionImageDecoder)
+    with pytest.raises(TypeError, match="single string"):
+        decoder.encode_text("a cat")
+    with pytest.raises(ValueError, match="at least one"):
+        decoder.encode_text([])

@@ -18,7 +18,7 @@ Outputs are :class:`nextgpt_video.media.Video` (uint8 frames ``(T, H, W, 3)``, `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from nextgpt_core.diffusers_decoder import (
     DiffusersDecoderConfig,
     check_text_conditioning,
     encode_empty_negative,
+    encode_prompt_positive,
 )
 from nextgpt_core.tiny_clip import tiny_clip_text_parts
 from nextgpt_core.errors import WeightsNotFoundError
@@ -131,6 +132,16 @@ class _TextToVideoDecoder(DiffusersDecoder):
         """
         spec = self.conditioning_inputs[0]
         return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim)}
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), 77, dim)}`` on CPU, what the pipeline's
+        ``encode_prompt`` computes for ``prompt=texts`` (tokenizer padded/truncated to 77, text encoder
+        ``last_hidden_state``); ``[""]`` gives :meth:`unconditional`."""
+        self.load()
+        spec = self.conditioning_inputs[0]
+        out = {spec.name: encode_prompt_positive(self.pipe, texts)}
+        self._check(out, batch=len(out[spec.name]), what="encode_text()")
+        return out
 
     def generate(
         self,

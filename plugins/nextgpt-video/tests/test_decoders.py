@@ -263,3 +263,23 @@ def test_missing_folder_is_weights_not_found_naming_it(cls: type, tmp_path: Path
     with pytest.raises(WeightsNotFoundError, match="no-such-video-model"):
         decoder.unconditional()
     assert not decoder.is_loaded
+
+
+# ---------------------------------------------------------------------------------------------- stage-2 text targets
+@pytest.mark.parametrize("cls", DECODERS, ids=lambda c: c.__name__)
+def test_encode_text_is_the_pipelines_own_prompt_encoding(cls: type) -> None:
+    decoder = tiny(cls)
+    captions = ["a dog runs on the beach", "timelapse of clouds over mountains"]
+    targets = decoder.encode_text(captions)["prompt_embeds"]
+    pipe, tok = decoder.pipe, decoder.pipe.tokenizer
+    ids = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(targets, pipe.text_encoder(ids)[0], rtol=0, atol=0)
+        ref, _ = pipe.encode_prompt(captions, torch.device("cpu"), 1, False)
+    torch.testing.assert_close(targets, ref, rtol=0, atol=0)
+    ours = decoder({"prompt_embeds": targets}, generator=torch.Generator().manual_seed(3), **FAST)
+    args = dict(num_inference_steps=2, num_frames=2, height=32, width=32, guidance_scale=7.5, output_type="np")
+    with torch.no_grad():
+        theirs = pipe(prompt=captions, negative_prompt=["", ""], generator=torch.Generator().manual_seed(3), **args)
+    expected = (np.clip(np.asarray(theirs.frames), 0, 1) * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(frames(ours), expected)

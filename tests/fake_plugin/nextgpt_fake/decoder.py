@@ -4,7 +4,8 @@ unconditional conditioning, classifier-free guidance over a few seeded 'denoisin
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+import zlib
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +50,9 @@ class FakeDecoder(Decoder):
 
     def __init__(self, config: FakeDecoderConfig) -> None:
         super().__init__(config)
-        self.net = _Net(config)
+        with torch.random.fork_rng(devices=[]):  # fixed weights: every instance encodes a caption the same way
+            torch.manual_seed(0)
+            self.net = _Net(config)
         self.load_calls = 0
 
     @classmethod
@@ -62,13 +65,34 @@ class FakeDecoder(Decoder):
     def _load(self) -> None:
         self.load_calls += 1
 
-    def encode_unconditional(self) -> dict[str, torch.Tensor]:
-        # the "tokenizer" turns "" into BOS (id 1) followed by padding (id 0), as CLIP pads an empty prompt
+    def _token_ids(self, text: str, length: int) -> torch.Tensor:
+        # the "tokenizer": BOS (id 1), one id per word (a stable hash into 2..vocab-1), then padding (id 0), cut to
+        # ``length``; "" is BOS followed by padding, as CLIP pads an empty prompt
+        vocab = self.config.text_vocab
+        words = [2 + zlib.crc32(w.encode()) % max(1, vocab - 2) for w in text.split()]
+        ids = ([1] + words)[:length]
+        return torch.tensor(ids + [0] * (length - len(ids)), dtype=torch.long)
+
+    def _encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         out = {}
         for spec in self.config.inputs:
-            ids = torch.zeros(1, spec.length, dtype=torch.long)
-            ids[0, 0] = 1
+            ids = torch.stack([self._token_ids(t, spec.length) for t in texts])
             out[spec.name] = self.net.text_embed[spec.name](ids) + self.net.positions[spec.name]
+        return out
+
+    def encode_unconditional(self) -> dict[str, torch.Tensor]:
+        return self._encode([""])
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a sequence of captions, not a single string")
+        texts = list(texts)
+        if not texts:
+            raise ValueError("encode_text needs at least one caption")
+        self.load()
+        with torch.no_grad():
+            out = {k: v.detach().cpu() for k, v in self._encode(texts).items()}
+        self._check(out, batch=len(texts), what="encode_text()")
         return out
 
     def generate(self, conditioning: dict[str, torch.Tensor], negative: dict[str, torch.Tensor], *,

@@ -1,0 +1,126 @@
+"""Stage-2 targets: each caption's embedding by the decoder's own text encoder, computed once and read from disk.
+
+Layout of a target cache folder (written atomically)::
+
+    manifest.json                     composition, decoder id per modality, conditioning shapes, counts
+    <modality>/<target_id>.safetensors one tensor per conditioning input name, each (length, dim)
+
+``target_id`` is :func:`nextgpt_core.training.data.target_id` (modality + caption), so the trainer finds a
+sample's targets without re-encoding anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..errors import CheckpointError, DatasetError
+from ..serialization import atomic_directory, read_safetensors, write_safetensors
+
+__all__ = ["TargetCache", "build_decoders", "cache_targets"]
+
+MANIFEST = "manifest.json"
+FORMAT = "nextgpt-target-cache"
+
+
+def build_decoders(resolved: Any) -> dict[str, Any]:
+    """The decoders of a resolved composition, without building the LLM or encoders (lazy: nothing loads yet)."""
+    from nextgpt_registry import resolve_target
+
+    decoders = {}
+    for key, modality in resolved.modalities.items():
+        if modality.can_generate:
+            decoders[key] = resolve_target(modality.decoder.target).from_options(modality.decoder.options)
+    return decoders
+
+
+def cache_targets(
+    targets: Iterable[Any],
+    decoders: Mapping[str, Any],
+    out: "str | os.PathLike[str]",
+    *,
+    composition: str = "",
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Encode every distinct ``(modality, caption)`` target once with its decoder and write the cache folder.
+
+    Args:
+        targets: objects with ``modality``, ``caption`` and ``target_id`` (``training.data.Target``).
+        decoders: ``{modality: Decoder}`` (each must implement ``encode_text``).
+        out: the cache folder; replaced atomically.
+        batch_size: captions per ``encode_text`` call.
+        progress: called with the number of captions done after each batch.
+
+    Returns:
+        ``{modality: number of cached targets}``.
+
+    Raises:
+        DatasetError: a target of a modality the composition cannot generate.
+    """
+    unique: dict[str, dict[str, str]] = {}
+    for target in targets:
+        if target.modality not in decoders:
+            raise DatasetError(
+                f"target {target.caption!r} is {target.modality!r}, which the composition does not generate "
+                f"(generates: {', '.join(decoders) or 'nothing'})"
+            )
+        unique.setdefault(target.modality, {})[target.target_id] = target.caption
+    counts: dict[str, int] = {}
+    with atomic_directory(out) as tmp:
+        shapes = {}
+        for modality, items in unique.items():
+            decoder = decoders[modality]
+            shapes[modality] = {c.name: [c.length, c.dim] for c in decoder.conditioning_inputs}
+            folder = tmp / modality
+            folder.mkdir()
+            ids, captions = list(items), list(items.values())
+            for start in range(0, len(ids), batch_size):
+                chunk = captions[start : start + batch_size]
+                with torch.no_grad():
+                    encoded = decoder.encode_text(chunk)
+                for row, tid in enumerate(ids[start : start + batch_size]):
+                    write_safetensors({name: t[row] for name, t in encoded.items()}, folder / f"{tid}.safetensors")
+                if progress is not None:
+                    progress(len(chunk))
+            counts[modality] = len(ids)
+        manifest = {
+            "format": FORMAT,
+            "composition": composition,
+            "decoders": {k: type(d).__name__ for k, d in decoders.items() if k in unique},
+            "shapes": shapes,
+            "counts": counts,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return counts
+
+
+class TargetCache(Mapping[str, dict[str, torch.Tensor]]):
+    """Read-only ``{target_id: {conditioning name: (length, dim)}}`` over a cache folder, loaded lazily."""
+
+    def __init__(self, folder: "str | os.PathLike[str]") -> None:
+        self.folder = Path(folder)
+        path = self.folder / MANIFEST
+        if not path.is_file():
+            raise CheckpointError(f"{self.folder}: no {MANIFEST}; not a target cache (run `nextgpt cache-targets`)")
+        self.manifest = json.loads(path.read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        self._files = {p.stem: p for p in self.folder.glob("*/*.safetensors")}
+
+    def __getitem__(self, target_id: str) -> dict[str, torch.Tensor]:
+        try:
+            return read_safetensors(self._files[target_id])
+        except KeyError:
+            raise KeyError(target_id) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
