@@ -282,7 +282,7 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --out."),
 ) -> None:
-    """Train one NExT-GPT stage, exactly its declared parameters, single process (or under `accelerate launch`)."""
+    """Train one NExT-GPT stage, exactly its declared parameters, in one process (multi-process: not yet)."""
     from .model import NextGPT
     from .training.data import MediaLoader
     from .training.targets import TargetCache
