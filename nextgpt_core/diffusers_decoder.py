@@ -19,10 +19,11 @@ import torch
 from pydantic import model_validator
 
 from .errors import CheckpointError, WeightsNotFoundError
-from .interfaces import ComponentConfig, Decoder
+from .interfaces import ComponentConfig, ConditioningInput, Decoder
 from .language_model import derived_seed
 
 __all__ = [
+    "CLIPTextDecoder",
     "DiffusersDecoder",
     "DiffusersDecoderConfig",
     "check_text_conditioning",
@@ -225,3 +226,43 @@ def check_text_conditioning(decoder: Any, pipe: Any, length: int, dim: int) -> N
             f"{type(decoder).__name__}: the pipeline at {decoder.config.path!r} takes prompt_embeds {got_len}x{got_dim}, "
             f"the config declares {length}x{dim} (set cross_attention_dim/text_length to match the folder)"
         )
+
+
+class CLIPTextDecoder(DiffusersDecoder):
+    """A :class:`DiffusersDecoder` whose pipeline conditions on one CLIP-text sequence (Stable Diffusion, ZeroScope,
+    AnimateDiff): one input ``prompt_embeds`` of ``(config.text_length, config.cross_attention_dim)``, negatives and
+    stage-2 targets from the pipeline's own ``encode_prompt``, and a loaded folder checked against the declared shape.
+
+    Its config must have ``text_length`` and ``cross_attention_dim`` fields.
+    """
+
+    @classmethod
+    def conditioning_inputs_of(cls, config: Any) -> tuple[ConditioningInput, ...]:  # type: ignore[override]
+        return (
+            ConditioningInput(
+                "prompt_embeds",
+                config.text_length,
+                config.cross_attention_dim,
+                "CLIP text encoder last_hidden_state of the prompt (the UNet's cross-attention context)",
+            ),
+        )
+
+    def _load(self) -> None:
+        super()._load()
+        if self.config.path is not None:  # type: ignore[attr-defined]
+            spec = self.conditioning_inputs[0]
+            check_text_conditioning(self, self.pipe, spec.length, spec.dim)
+
+    def encode_unconditional(self) -> dict[str, torch.Tensor]:
+        """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``."""
+        spec = self.conditioning_inputs[0]
+        return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim)}
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), 77, dim)}`` on CPU, what the pipeline's
+        ``encode_prompt`` computes for ``prompt=texts``; ``[""]`` gives :meth:`unconditional`."""
+        self.load()
+        spec = self.conditioning_inputs[0]
+        out = {spec.name: encode_prompt_positive(self.pipe, texts)}
+        self._check(out, batch=len(out[spec.name]), what="encode_text()")
+        return out

@@ -18,20 +18,17 @@ Outputs are ``PIL.Image.Image`` (RGB), one per conditioning row.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
 from nextgpt_core.diffusers_decoder import (
-    DiffusersDecoder,
+    CLIPTextDecoder,
     DiffusersDecoderConfig,
-    check_text_conditioning,
-    encode_empty_negative,
-    encode_prompt_positive,
 )
 from nextgpt_core.tiny_clip import tiny_clip_text_parts
-from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
+from nextgpt_core.interfaces import ComponentConfig, DecodeOptions
 
 __all__ = [
     "ImageDecodeOptions",
@@ -79,7 +76,7 @@ class StableDiffusion2DecoderConfig(StableDiffusionDecoderConfig):
 
 
 # ---------------------------------------------------------------------------------------------- decoders
-class StableDiffusionImageDecoder(DiffusersDecoder):
+class StableDiffusionImageDecoder(CLIPTextDecoder):
     """SD-1.5 over ``diffusers.StableDiffusionPipeline``: ``{"prompt_embeds": (B, 77, 768)}`` -> ``B`` PIL images.
 
     Unconditional conditioning: the pipeline's encoding of ``""`` (``(1, 77, 768)``). Loading a real folder skips
@@ -115,25 +112,9 @@ class StableDiffusionImageDecoder(DiffusersDecoder):
 
         return StableDiffusionPipeline
 
-    @classmethod
-    def conditioning_inputs_of(cls, config: StableDiffusionDecoderConfig) -> tuple[ConditioningInput, ...]:  # type: ignore[override]
-        return (
-            ConditioningInput(
-                "prompt_embeds",
-                config.text_length,
-                config.cross_attention_dim,
-                "CLIP text encoder last_hidden_state of the prompt (the UNet's cross-attention context)",
-            ),
-        )
-
     def from_pretrained_kwargs(self) -> dict[str, Any]:
         """Skip the safety checker, its feature extractor and the IP-adapter image encoder (never downloaded)."""
         return {"safety_checker": None, "feature_extractor": None, "image_encoder": None, "requires_safety_checker": False}
-
-    def _load(self) -> None:
-        super()._load()
-        if self.config.path is not None:  # type: ignore[attr-defined]
-            check_text_conditioning(self, self.pipe, self.config.text_length, self.config.cross_attention_dim)  # type: ignore[attr-defined]
 
     def build_tiny(self) -> Any:
         """A tiny ``StableDiffusionPipeline`` of the real classes (about 0.1M parameters, 32x32 px, no safety checker)."""
@@ -181,21 +162,6 @@ class StableDiffusionImageDecoder(DiffusersDecoder):
             requires_safety_checker=False,
         )
         return pipe
-
-    def encode_unconditional(self) -> dict[str, torch.Tensor]:
-        """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``."""
-        spec = self.conditioning_inputs[0]
-        return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim)}
-
-    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), 77, dim)}`` on CPU, what the pipeline's
-        ``encode_prompt`` computes for ``prompt=texts`` (tokenizer padded/truncated to 77, text encoder
-        ``last_hidden_state``); ``[""]`` gives :meth:`unconditional`."""
-        self.load()
-        spec = self.conditioning_inputs[0]
-        out = {spec.name: encode_prompt_positive(self.pipe, texts)}
-        self._check(out, batch=len(out[spec.name]), what="encode_text()")
-        return out
 
     def generate(
         self,

@@ -18,22 +18,19 @@ Outputs are :class:`nextgpt_video.media.Video` (uint8 frames ``(T, H, W, 3)``, `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from nextgpt_core.diffusers_decoder import (
-    DiffusersDecoder,
+    CLIPTextDecoder,
     DiffusersDecoderConfig,
-    check_text_conditioning,
-    encode_empty_negative,
-    encode_prompt_positive,
 )
 from nextgpt_core.tiny_clip import tiny_clip_text_parts
 from nextgpt_core.errors import WeightsNotFoundError
-from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
+from nextgpt_core.interfaces import ComponentConfig, DecodeOptions
 
 from .media import Video
 
@@ -100,48 +97,12 @@ class AnimateDiffDecodeOptions(VideoDecodeOptions):
 
 
 # ---------------------------------------------------------------------------------------------- shared base
-class _TextToVideoDecoder(DiffusersDecoder):
+class _TextToVideoDecoder(CLIPTextDecoder):
     """Shared parts: one ``prompt_embeds`` input from the config, negatives = the pipeline's encoding of ``""``,
     ``output_type="np"`` frames turned into :class:`Video`."""
 
     options_class: ClassVar[type[DecodeOptions]] = VideoDecodeOptions
     tiny_options: ClassVar[dict[str, Any]] = {}
-
-    @classmethod
-    def conditioning_inputs_of(cls, config: Any) -> tuple[ConditioningInput, ...]:  # type: ignore[override]
-        return (
-            ConditioningInput(
-                "prompt_embeds",
-                config.text_length,
-                config.cross_attention_dim,
-                "CLIP text encoder last_hidden_state of the prompt (the UNet's cross-attention context)",
-            ),
-        )
-
-    def _load(self) -> None:
-        super()._load()  # the base silences diffusers' "has been deprecated" notice for TextToVideoSD
-        if self.config.path is not None:  # type: ignore[attr-defined]
-            spec = self.conditioning_inputs[0]
-            check_text_conditioning(self, self.pipe, spec.length, spec.dim)
-
-    def encode_unconditional(self) -> dict[str, torch.Tensor]:
-        """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``.
-
-        Runs the pipeline's ``encode_prompt`` down its classifier-free-guidance branch (tokenizer padded to 77, then
-        the text encoder), as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does.
-        """
-        spec = self.conditioning_inputs[0]
-        return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim)}
-
-    def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), 77, dim)}`` on CPU, what the pipeline's
-        ``encode_prompt`` computes for ``prompt=texts`` (tokenizer padded/truncated to 77, text encoder
-        ``last_hidden_state``); ``[""]`` gives :meth:`unconditional`."""
-        self.load()
-        spec = self.conditioning_inputs[0]
-        out = {spec.name: encode_prompt_positive(self.pipe, texts)}
-        self._check(out, batch=len(out[spec.name]), what="encode_text()")
-        return out
 
     def generate(
         self,
