@@ -50,7 +50,6 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -62,6 +61,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench_common import git_state, machine, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_JSON = ROOT / "docs" / "benchmarks" / "any_to_any_request.json"
@@ -75,16 +76,6 @@ for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
-def percentile(values: list[float], q: float) -> float:
-    data = sorted(values)
-    if len(data) == 1:
-        return data[0]
-    pos = (len(data) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "p90": percentile(values, 90), "min": min(values),
             "max": max(values), "n": len(values)}
@@ -118,44 +109,6 @@ def hwm_kib() -> int:
 
 def mem_point() -> dict[str, int]:
     return {"rss_kib": rss_now_kib(), "peak_kib": peak_rss_kib(), "hwm_kib": hwm_kib()}
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured and the files modified in the working tree (outside benchmarks/ and docs/)."""
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], check=False, cwd=ROOT, capture_output=True, text=True).stdout.rstrip("\n")
-        except OSError:
-            return ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()
-             if not line[3:].startswith(("benchmarks/", "docs/"))]
-    return {"commit": git("rev-parse", "HEAD").strip() or None, "modified_files": dirty}
-
-
-def machine() -> dict[str, Any]:
-    import torch
-    import transformers
-
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import diffusers
-
-        diffusers_version = diffusers.__version__
-    except ImportError:  # pragma: no cover
-        diffusers_version = None
-    return {"cpus": os.cpu_count(), "cpu_model": model, "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "diffusers": diffusers_version,
-            "platform": platform.platform()}
 
 
 # ---------------------------------------------------------------------------------------------- the model + inputs

@@ -20,13 +20,15 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench_common import git_state, percentile
+from bench_common import machine as _machine
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PLUGINS = ROOT / "build" / "test-plugins"
@@ -36,17 +38,6 @@ HEAVY = ("torch", "transformers", "tokenizers", "numpy", "safetensors", "peft")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in [0, 100]) of ``values``."""
-    data = sorted(values)
-    if len(data) == 1:
-        return data[0]
-    pos = (len(data) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
 def nextgpt_executable() -> str:
     """The ``nextgpt`` console script next to this interpreter (the venv's), else the one on PATH."""
     here = Path(sys.executable).parent / "nextgpt"
@@ -148,38 +139,11 @@ def import_time_top(env: dict[str, str], n: int = 12) -> dict:
     }
 
 
-def git_state() -> dict:
-    """The commit measured and the files modified in the working tree (outside benchmarks/ and docs/)."""
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.rstrip("\n")
-        except OSError:
-            return ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()
-             if not line[3:].startswith(("benchmarks/", "docs/"))]
-    return {"commit": git("rev-parse", "HEAD").strip() or None, "modified_files": dirty}
-
-
-def machine() -> dict:
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 # ---------------------------------------------------------------------------------------------- main
+def machine() -> dict:
+    return _machine(libraries=False)  # this script must not import torch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions per command (>= 15)")

@@ -44,12 +44,13 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from bench_common import git_state, machine, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PLUGINS = ROOT / "build" / "test-plugins"
@@ -74,16 +75,6 @@ import nextgpt_core.model as nextgpt_model_module  # noqa: E402
 from nextgpt_core import Conversation, Media, NextGPT  # noqa: E402
 from nextgpt_core.conversation import Text  # noqa: E402
 from nextgpt_core.signal_runs import SignalRunController  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    data = sorted(values)
-    if len(data) == 1:
-        return data[0]
-    pos = (len(data) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -243,37 +234,6 @@ def _method(fn: Callable[..., Any], name: str, sink: dict[str, float]) -> Callab
             sink[name] = sink.get(name, 0.0) + time.perf_counter() - t0
 
     return wrapper
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured and the files modified in the working tree (outside benchmarks/ and docs/)."""
-    import subprocess
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.rstrip("\n")
-        except OSError:
-            return ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()
-             if not line[3:].startswith(("benchmarks/", "docs/"))]
-    return {"commit": git("rev-parse", "HEAD").strip() or None, "modified_files": dirty}
-
-
-def machine() -> dict[str, Any]:
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    return {"cpus": os.cpu_count(), "cpu_model": model, "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "platform": platform.platform()}
 
 
 def main() -> None:
