@@ -281,8 +281,15 @@ def train(
     seed: int = typer.Option(13, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --out."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute LLM activations in backward (less memory)."),
+    log_with: list[str] = typer.Option([], "--log-with", help="Tracker through accelerate: tensorboard, wandb, ... (repeatable)."),
+    gpu: bool = typer.Option(False, "--gpu", help="Train on the accelerator's GPUs (default: CPU)."),
 ) -> None:
-    """Train one NExT-GPT stage, exactly its declared parameters, in one process (multi-process: not yet)."""
+    """Train one NExT-GPT stage, exactly its declared parameters.
+
+    Alone it runs one process; under `accelerate launch --multi_gpu --num_processes N -m nextgpt_core.cli train ...`
+    each process takes its share of every global batch of --batch-size samples (docs/training.md).
+    """
     from .model import NextGPT
     from .training.data import MediaLoader
     from .training.targets import TargetCache
@@ -297,12 +304,19 @@ def train(
     if not loaded.samples:
         raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")
     config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
-                         seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out))
+                         seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
+                         gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu)
     cache = TargetCache(targets) if targets is not None else None
     result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
     for path in result.checkpoints:
         typer.echo(f"wrote {path}")
     typer.echo(f"trained {result.step} steps; last loss {result.losses[-1]:.4f}" if result.losses else "nothing to train")
+
+
+# ---------------------------------------------------------------------------------------------- chat
+from .terminal_chat import chat as _chat  # noqa: E402  (torch-free; the model loads inside the command)
+
+app.command("chat")(_guard(_chat))
 
 
 def main() -> None:
