@@ -1,0 +1,59 @@
+"""``nextgpt serve``: load one model and serve it over HTTP (FastAPI + uvicorn, the ``serve`` extra).
+
+Imports nothing heavy at module level (``nextgpt --help`` must not import torch or FastAPI).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["serve"]
+
+
+def serve(
+    composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (a nextgpt checkpoint folder)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    media_dir: Path = typer.Option(Path("outputs/serve-media"), "--media-dir", help="The only folder media are read from and written to."),
+    workers: int = typer.Option(2, "--workers", help="Requests generating at once on the one model."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Requests waiting beyond --workers; more get 429."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds before a request is answered 504."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest media file (upload or inline), MiB."),
+    max_media_seconds: float = typer.Option(60.0, "--max-media-seconds", help="Longest video / audio input."),
+    max_media_pixels: int = typer.Option(4096 * 4096, "--max-media-pixels", help="Largest picture / frame (width x height)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap on a request's max_tokens."),
+    preload: bool = typer.Option(True, "--preload/--lazy-decoders", help="Load every decoder before serving."),
+) -> None:
+    """Serve a composition over an OpenAI-compatible HTTP API (see docs/serving.md); the chat page is at /ui."""
+    from ..cli import UsageProblem
+    from ..composition import load_composition
+    from .config import ServeConfig
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise UsageProblem(f"`nextgpt serve` needs the serve extra: pip install 'nextgpt-core[serve]' ({exc.name} is missing)") from None
+    if not 0 < port < 65536:
+        raise UsageProblem(f"--port must be 1-65535, got {port}")
+    if checkpoint is not None and not checkpoint.is_dir():
+        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+    config = ServeConfig(media_dir=media_dir, workers=workers, max_queue=max_queue, timeout_s=timeout,
+                         max_upload_bytes=int(max_upload_mb * (1 << 20)), max_media_seconds=max_media_seconds,
+                         max_media_pixels=max_media_pixels, max_new_tokens=max_new_tokens)
+    load_composition(composition)  # a malformed composition fails before anything heavy loads
+    from ..model import NextGPT
+    from .app import create_app
+
+    model = NextGPT.from_composition(composition, checkpoint=checkpoint)
+    for note in model.resolved.notes:
+        typer.echo(f"note: {note}", err=True)
+    if preload:
+        model.load_decoders()
+    app = create_app(model, config)
+    typer.echo(f"serving {model.composition.name!r} on http://{host}:{port} (chat page: /ui, media: {config.media_dir})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
