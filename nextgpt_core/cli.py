@@ -319,6 +319,12 @@ from .terminal_chat import chat as _chat  # noqa: E402  (torch-free; the model l
 app.command("chat")(_guard(_chat))
 
 
+# ---------------------------------------------------------------------------------------------- serve (nextgpt_core/serving)
+from .serving.cli import serve as _serve  # noqa: E402  (typer only: no torch, no FastAPI at import)
+
+app.command("serve")(_guard(_serve))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -9,6 +9,8 @@ lazy loading from a local folder only (``local_files_only=True``; a missing fold
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import copy
 import logging
 from abc import abstractmethod
 from pathlib import Path
@@ -94,7 +96,14 @@ class DiffusersDecoderConfig(ComponentConfig):
 
 class DiffusersDecoder(Decoder):
     """Decoder over a diffusers pipeline. Subclasses set ``pipeline_class`` and implement :meth:`build_tiny`,
-    :meth:`encode_unconditional` and :meth:`generate` (which calls ``self.pipe`` with embeddings)."""
+    :meth:`encode_unconditional` and :meth:`generate` (which calls ``self.pipe`` with embeddings).
+
+    One decoder serves concurrent requests: a diffusers pipeline keeps per-call state on itself (the scheduler's
+    timesteps, step index and, for PNDM, its history of model outputs; ``_guidance_scale``, ``_num_timesteps``...),
+    so each call runs on its own shallow copy of the pipeline with its own deep copy of the scheduler
+    (:meth:`request_pipeline`); the weights (UNet, VAE, text encoder) are shared. Inside a call ``self.pipe`` is
+    that copy, in the calling thread only (a context variable), so subclasses keep writing ``self.pipe(...)``.
+    """
 
     config_class: ClassVar[type[ComponentConfig]] = DiffusersDecoderConfig
     #: the diffusers pipeline class (loaded with ``from_pretrained(path, local_files_only=True)``)
@@ -110,8 +119,40 @@ class DiffusersDecoder(Decoder):
         return super().make_config({**cls.tiny_options, **dict(options)})
 
     def __init__(self, config: DiffusersDecoderConfig) -> None:
+        self._call_pipe: contextvars.ContextVar[Any] = contextvars.ContextVar(f"pipe-{id(self)}", default=None)
+        self._shared_pipe: Any = None
         super().__init__(config)
-        self.pipe: Any = None
+
+    @property
+    def pipe(self) -> Any:
+        """The pipeline: the per-call copy while :meth:`__call__` runs in this thread, else the shared one."""
+        own = self._call_pipe.get()
+        return own if own is not None else self._shared_pipe
+
+    @pipe.setter
+    def pipe(self, value: Any) -> None:
+        self._shared_pipe = value
+
+    def request_pipeline(self) -> Any:
+        """A pipeline for one call: a shallow copy of the loaded one (same weight modules) with a deep copy of its
+        scheduler, so concurrent calls never share denoising state."""
+        shared = self._shared_pipe
+        if shared is None:
+            return None
+        own = copy.copy(shared)
+        scheduler = getattr(shared, "scheduler", None)
+        if scheduler is not None:
+            own.__dict__["scheduler"] = copy.deepcopy(scheduler)  # plain attribute: the config is left untouched
+        return own
+
+    def __call__(self, conditioning: Any, *, generator: torch.Generator | None = None, **options: Any) -> list[Any]:
+        """As :meth:`Decoder.__call__`, on a per-call pipeline (:meth:`request_pipeline`)."""
+        self.load()
+        token = self._call_pipe.set(self.request_pipeline())
+        try:
+            return super().__call__(conditioning, generator=generator, **options)
+        finally:
+            self._call_pipe.reset(token)
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -317,6 +317,7 @@ class NextGPT(nn.Module):
         decode_options: Mapping[str, Mapping[str, Any]] | None = None,
         on_text: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_media: Callable[[Media], None] | None = None,
     ) -> Response:
         """Answer the conversation's last user turn with text and any generated media.
 
@@ -327,7 +328,9 @@ class NextGPT(nn.Module):
             max_new_tokens, do_sample, temperature, top_p, top_k: override the composition's generation settings.
             decode_options: ``{modality: {option: value}}`` for the decoders (steps, guidance, size, ...).
             on_text: called with each new piece of reply text as it is generated (streaming).
-            should_stop: checked between steps; returning ``True`` cancels the request.
+            should_stop: checked between steps and before each decoder run; returning ``True`` cancels the
+                request (a decoder already running finishes; the runs not yet decoded are dropped).
+            on_media: called with each generated media part as soon as its decoder returns (streaming).
 
         Returns:
             A :class:`Response` whose parts are the reply text and media in the order produced.
@@ -384,14 +387,27 @@ class NextGPT(nn.Module):
             position_offset=self.composition.signal.position_offset,
             streamer=streamer,
         )
-        parts = self._assemble(result.token_ids, result.runs, seed, decode_options or {})
+        parts, dropped = self._assemble(
+            result.token_ids, result.runs, seed, decode_options or {}, should_stop=should_stop, on_media=on_media
+        )
+        if dropped:
+            result.cancelled = True
         if result.cancelled:
             notices.append("cancelled: generation stopped early; runs not completed were dropped")
         return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled)
 
     def _assemble(
-        self, token_ids: list[int], runs: list[tuple[Any, torch.Tensor]], seed: int, decode_options: Mapping[str, Mapping[str, Any]]
-    ) -> list[Part]:
+        self,
+        token_ids: list[int],
+        runs: list[tuple[Any, torch.Tensor]],
+        seed: int,
+        decode_options: Mapping[str, Mapping[str, Any]],
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        on_media: Callable[[Media], None] | None = None,
+    ) -> tuple[list[Part], int]:
+        """The reply parts in order (text between runs, each run decoded), and how many runs were not decoded
+        because ``should_stop()`` turned true."""
         signal = self.tokens.all_signal_ids
         stops = self.composition.prompt.stop
         parts: list[Part] = []
@@ -410,12 +426,17 @@ class NextGPT(nn.Module):
                 parts.append(Text(text.strip()))
 
         for index, (record, hidden) in enumerate(runs):
+            if should_stop is not None and should_stop():
+                return parts, len(runs) - index
             add_text(token_ids[cursor : record.start])
             n = len(self.tokens.signals[record.modality])
             cursor = record.start + n
-            parts.append(self.decode_run(record.modality, hidden, seed=seed + 1 + index, options=decode_options.get(record.modality)))
+            media = self.decode_run(record.modality, hidden, seed=seed + 1 + index, options=decode_options.get(record.modality))
+            parts.append(media)
+            if on_media is not None:
+                on_media(media)
         add_text(token_ids[cursor:])
-        return parts
+        return parts, 0
 
     def decode_run(
         self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None
