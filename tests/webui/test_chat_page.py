@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.subprocess  # runs `nextgpt serve` in a child process
+
 CHROMIUM = Path(os.environ.get("NEXTGPT_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[2]
 
