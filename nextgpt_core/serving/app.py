@@ -127,6 +127,8 @@ def create_app(model: Any, config: ServeConfig) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
+        if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+            return _error(400, "invalid_json", "the body is empty: expected a JSON object")
         if first.get("type") == "json_invalid":
             return _error(400, "invalid_json", f"the body is not valid JSON: {first.get('ctx', {}).get('error', '')}".rstrip(": "))
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")

@@ -94,9 +94,12 @@ class MediaGateway:
             candidates.append("." + fmt.lower().lstrip("."))
         if filename and Path(filename).suffix:
             candidates.append(Path(filename).suffix.lower())
-        if mime:
-            candidates.extend(e for e in mimetypes.guess_all_extensions(mime.lower()) if e in spec.extensions)
-            candidates.extend(e for e in (spec.extensions[:1] if mime.lower() in spec.mime_types else ()))
+        if mime and not candidates and mime.lower() != "application/octet-stream":
+            known = [e for e in mimetypes.guess_all_extensions(mime.lower()) if e in spec.extensions]
+            if not known and mime.lower() not in spec.mime_types:
+                raise ServingError(415, "unsupported_media_type",
+                                   f"modality {modality!r} reads {', '.join(spec.mime_types) or ', '.join(spec.extensions)}; got {mime!r}")
+            candidates.extend(known or spec.extensions[:1])
         if not candidates:
             return spec.extensions[0] if spec.extensions else ".bin"
         for suffix in candidates:

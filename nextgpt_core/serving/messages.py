@@ -78,10 +78,11 @@ def _part(part: Any, where: str, gateway: MediaGateway) -> Text | Media | None:
         raise ServingError(400, "invalid_content", f"{where}: a file part needs file_id or file_data")
     if isinstance(part, MediaPart):
         ref = part.media
-        given = [name for name in ("data", "file_id", "url") if getattr(ref, name)]
-        if len(given) != 1:
-            raise ServingError(400, "invalid_content", f"{where}: a media part needs exactly one of data, file_id, url")
+        if bool(ref.data) == bool(ref.file_id or ref.url):
+            raise ServingError(400, "invalid_content", f"{where}: a media part needs either data or file_id / url")
         if ref.file_id:
+            if ref.url and gateway.own_file_id(ref.url) != ref.file_id:
+                raise ServingError(400, "invalid_content", f"{where}: file_id and url name different files")
             return gateway.from_file_id(ref.file_id, ref.modality)
         if ref.url:
             return _from_url(ref.url, ref.modality, where, gateway)
