@@ -159,6 +159,17 @@ def test_chat_page_sends_a_picture_and_shows_the_generated_image(sync_playwright
             refed = [part["media"] for part in body["messages"][1]["content"] if part["type"] == "media"]
             assert {"modality": "image", "file_id": first_image} in refed
             page.screenshot(path=str(shots / "chat_page_turn2.png"), full_page=True)
+
+            # a file no modality reads: the upload is refused, one error shows, the text stays in the composer
+            notes = tmp_path / "notes.txt"
+            notes.write_text("not media")
+            page.set_input_files("#attach", str(notes))
+            page.fill("#prompt", "and this?")
+            page.click("#send")
+            error = page.wait_for_selector(".message.error", timeout=10_000)
+            assert "notes.txt" in error.inner_text() and page.input_value("#prompt") == "and this?"
+            assert page.locator(".message.user").count() == 2 and page.locator(".message.assistant").count() == 2
+            problems = [p for p in problems if "415" not in p]  # the browser logs the refused upload itself
             assert not problems, problems
             assert not outside, f"the page reached outside the server: {outside}"
         finally:
