@@ -59,29 +59,41 @@ class BodyLimit:
             await _error(413, "request_too_large", f"the request body is over the limit of {self.limit} bytes")(scope, receive, send)
             return
         seen = 0
-        started = False
+        started = over = answered = False
+        too_large = f"the request body is over the limit of {self.limit} bytes"
 
         async def counted_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise ServingError(413, "request_too_large", f"the request body is over the limit of {self.limit} bytes")
+                    over = True
+                    raise ServingError(413, "request_too_large", too_large)
             return message
+
+        async def answer_413() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                await _error(413, "request_too_large", too_large)(scope, receive, send)
 
         async def tracked_send(message: dict) -> None:
             nonlocal started
+            if over:  # whatever the app answers to the cut body (FastAPI: 400 "error parsing the body"), it is a 413
+                if message["type"] == "http.response.start":
+                    await answer_413()
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except ServingError as exc:
-            if started:
+        except ServingError:
+            if started or not over:
                 raise
-            await _error(exc.status, exc.code, str(exc))(scope, receive, send)
+            await answer_413()
 
 
 def create_app(model: Any, config: ServeConfig) -> FastAPI:
@@ -313,6 +325,7 @@ async def _stream(job: Job, conversation: Any, params: dict[str, Any], notices: 
             raise
 
     engine.submit(job, work)
+    delivered = False
     try:
         yield chunk({"role": "assistant", "content": ""})
         while True:
@@ -341,7 +354,9 @@ async def _stream(job: Job, conversation: Any, params: dict[str, Any], notices: 
                 response = value
                 yield chunk({}, _finish_reason(response, model, params["max_new_tokens"]), seed=response.seed,
                             notices=[*notices, *response.notices], usage={"completion_tokens": len(response.token_ids)})
+                delivered = True
                 break
         yield b"data: [DONE]\n\n"
     finally:
-        job.cancel()  # a client that went away stops the generation; after [DONE] this changes nothing
+        if not delivered:
+            job.cancel()  # a client that went away (or a timeout) stops the generation

@@ -55,6 +55,7 @@ class Engine:
         self._lock = threading.Lock()
         self._admitted = 0
         self._running = 0
+        #: requests whose work ended normally / ended (or was skipped) after a timeout or disconnect: discarded
         self.completed = 0
         self.discarded = 0
 
@@ -89,14 +90,12 @@ class Engine:
                 self._running += 1
             job.started.set()
             try:
-                if job.cancelled.is_set():
-                    self.discarded += 1
-                    return None
-                result = work(job)
-                if job.cancelled.is_set():
-                    self.discarded += 1
-                    return None
-                self.completed += 1
+                result = None if job.cancelled.is_set() else work(job)
+                with self._lock:
+                    if job.cancelled.is_set():
+                        self.discarded += 1
+                        return None
+                    self.completed += 1
                 return result
             finally:
                 with self._lock:

@@ -139,3 +139,15 @@ def test_no_file_id_reaches_outside_the_media_folder(readers, tmp_path):
     assert written and all(p.resolve().is_relative_to(store.root) for p in written)
     assert json.loads((store.root / f"{good}.json").read_text())["id"] == good
     still_serving(readers)
+
+
+def test_a_body_without_length_is_cut_at_the_limit(readers):
+    limit = readers.app.state.config.max_body_bytes
+
+    def chunks():  # sent chunked: no Content-Length to refuse it by
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    for path, kind in (("/v1/chat/completions", "application/json"), ("/v1/files", "multipart/form-data; boundary=b")):
+        assert_error(readers.post(path, content=chunks(), headers={"content-type": kind}), 413, "request_too_large")
+    still_serving(readers)
