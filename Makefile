@@ -36,6 +36,7 @@ benchmarks: test-plugins
 	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/cli_startup.py
 	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/request_overhead.py
 	$(BIN)/python benchmarks/any_to_any_request.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) build outputs .pytest_cache
