@@ -4,8 +4,8 @@ Importing this package is cheap (no torch, no pydantic); every name below loads 
 
 Example:
     >>> import nextgpt_core
-    >>> sorted(nextgpt_core.builtin_compositions())[:1]
-    ['tiny']
+    >>> sorted(nextgpt_core.builtin_compositions())
+    ['nextgpt-v0', 'tiny']
 """
 
 from __future__ import annotations

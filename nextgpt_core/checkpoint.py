@@ -8,6 +8,9 @@ output_projectors/<key>/<conditioning>/config.json + model.safetensors
 lora/adapter.safetensors + config.json LoRA tensors of the LLM (peft names)
 token_rows/rows.safetensors + config.json
                                        the added tokens' rows of the input embedding and the LM head
+embeddings/embeddings.safetensors + config.json
+                                       optional, not written by default: the FULL input-embedding and LM-head
+                                       matrices (a release that trained them whole, e.g. the official v0 delta)
 ```
 Only trained parts are written; the frozen LLM, encoders and decoders are referenced by the composition. The
 folder is written to a temporary sibling and renamed into place, so a crash never leaves half a checkpoint.
@@ -30,12 +33,14 @@ from .serialization import atomic_directory, read_safetensors, sha256_file, writ
 if TYPE_CHECKING:
     from .model import NextGPT
 
-__all__ = ["PARTS", "load_checkpoint", "read_manifest", "save_checkpoint"]
+__all__ = ["OPTIONAL_PARTS", "PARTS", "load_checkpoint", "read_manifest", "save_checkpoint"]
 
 FORMAT = "nextgpt-checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
 PARTS = ("input_projectors", "output_projectors", "lora", "token_rows")
+#: parts written only when asked for by name (``parts=[..., "embeddings"]``)
+OPTIONAL_PARTS = ("embeddings",)
 
 
 def save_checkpoint(
@@ -45,11 +50,16 @@ def save_checkpoint(
     parts: Iterable[str] = PARTS,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the chosen trainable ``parts`` of ``model`` to ``directory`` atomically; returns the path."""
+    """Write the chosen trainable ``parts`` of ``model`` to ``directory`` atomically; returns the path.
+
+    ``parts`` are names of :data:`PARTS` (the default) and :data:`OPTIONAL_PARTS`: ``"embeddings"`` writes the
+    whole input-embedding and LM-head matrices ``(V, H)`` (for weights trained whole; ``token_rows`` covers the
+    usual case, where only the added rows change).
+    """
     parts = list(parts)
-    unknown = [p for p in parts if p not in PARTS]
+    unknown = [p for p in parts if p not in PARTS + OPTIONAL_PARTS]
     if unknown:
-        raise CheckpointError(f"unknown checkpoint part(s) {unknown}; parts: {', '.join(PARTS)}")
+        raise CheckpointError(f"unknown checkpoint part(s) {unknown}; parts: {', '.join(PARTS + OPTIONAL_PARTS)}")
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         if "input_projectors" in parts:
@@ -74,6 +84,8 @@ def save_checkpoint(
             (tmp / "token_rows").mkdir()
             write_safetensors(rows, tmp / "token_rows" / "rows.safetensors")
             (tmp / "token_rows" / "config.json").write_text(json.dumps({"tokens": model.tokens.added}, indent=2))
+        if "embeddings" in parts:
+            write_embeddings(model, tmp)
         files = {
             str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
@@ -104,6 +116,9 @@ def read_manifest(directory: "str | os.PathLike[str]", *, verify: bool = True) -
         raise CheckpointError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
         raise CheckpointError(f"{path}: version {manifest.get('version')!r}, this nextgpt reads {VERSION}")
+    unknown = [p for p in manifest.get("parts", []) if p not in PARTS + OPTIONAL_PARTS]
+    if unknown:
+        raise CheckpointError(f"{path}: unknown part(s) {unknown}; this nextgpt reads {', '.join(PARTS + OPTIONAL_PARTS)}")
     if verify:
         for rel, digest in manifest.get("files", {}).items():
             file = directory / rel
@@ -143,6 +158,9 @@ def load_checkpoint(model: "NextGPT", directory: "str | os.PathLike[str]") -> di
             raise CheckpointError(f"{lora_file}: the checkpoint has LoRA weights but the composition has `lora.enabled = false`")
         _check_same_keys(own, state, str(lora_file))
         model.llm.load_state_dict(state, strict=False)
+    embeddings_file = directory / "embeddings" / EMBEDDINGS_FILE
+    if embeddings_file.is_file():
+        _load_embeddings(model, directory / "embeddings")
     rows_file = directory / "token_rows" / "rows.safetensors"
     if rows_file.is_file():
         config = json.loads((directory / "token_rows" / "config.json").read_text())
@@ -161,6 +179,51 @@ def load_checkpoint(model: "NextGPT", directory: "str | os.PathLike[str]") -> di
                 _check_rows(rows["lm_head"], head, ids, str(rows_file))
                 head[ids] = rows["lm_head"].to(head.dtype)
     return manifest
+
+
+EMBEDDINGS_FILE = "embeddings.safetensors"
+
+
+def write_embeddings(model: "NextGPT", root: Path, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``root/embeddings/``: ``embed_tokens`` ``(V, H)`` and, when untied, ``lm_head`` ``(V, H)`` (the model's
+    own, or ``tensors`` with those keys), plus ``config.json`` with the added tokens and the shapes."""
+    if tensors is None:
+        emb = model.llm.get_input_embeddings().weight
+        tensors = {"embed_tokens": emb.detach()}
+        head = model.llm.get_output_embeddings()
+        if head is not None and head.weight.data_ptr() != emb.data_ptr():
+            tensors["lm_head"] = head.weight.detach()
+    write_embedding_files(root, tensors, model.tokens.added)
+
+
+def write_embedding_files(root: Path, tensors: dict[str, torch.Tensor], added: dict[str, int]) -> None:
+    """The ``embeddings`` part from tensors alone (the official converter writes it without building the LLM)."""
+    folder = root / "embeddings"
+    folder.mkdir()
+    write_safetensors(tensors, folder / EMBEDDINGS_FILE)
+    shapes = {k: list(v.shape) for k, v in tensors.items()}
+    (folder / "config.json").write_text(json.dumps({"tokens": added, "shapes": shapes}, indent=2))
+
+
+def _load_embeddings(model: "NextGPT", folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    where = str(folder / EMBEDDINGS_FILE)
+    if config.get("tokens") != model.tokens.added:
+        raise CheckpointError(f"{where}: added tokens differ from the model's ({config.get('tokens')} vs {model.tokens.added})")
+    tensors = read_safetensors(folder / EMBEDDINGS_FILE)
+    emb = model.llm.get_input_embeddings().weight
+    head_module = model.llm.get_output_embeddings()
+    targets = {"embed_tokens": emb}
+    if head_module is not None and head_module.weight.data_ptr() != emb.data_ptr():
+        targets["lm_head"] = head_module.weight
+    missing, unexpected = sorted(set(targets) - set(tensors)), sorted(set(tensors) - set(targets))
+    shapes = [f"{k} {tuple(tensors[k].shape)} vs model {tuple(targets[k].shape)}"
+              for k in set(targets) & set(tensors) if tensors[k].shape != targets[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{where}: embedding matrices do not fit: missing {missing}, unexpected {unexpected}, mis-shaped {shapes}")
+    with torch.no_grad():
+        for name, weight in targets.items():
+            weight.copy_(tensors[name].to(weight.dtype))
 
 
 def _load_into(component: Component, directory: Path) -> None:

@@ -325,6 +325,12 @@ from .serving.cli import serve as _serve  # noqa: E402  (typer only: no torch, n
 app.command("serve")(_guard(_serve))
 
 
+# ---------------------------------------------------------------------------------------------- official weights (nextgpt_core/official)
+from .official.cli import register as _register_official  # noqa: E402  (typer only: no torch at import)
+
+_register_official(app, _guard)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

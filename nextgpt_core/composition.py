@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,6 +30,9 @@ __all__ = [
     "ResolvedModality",
     "builtin_compositions",
     "load_composition",
+    "path_settings",
+    "paths_file",
+    "placeholders",
     "resolve_composition",
 ]
 
@@ -62,6 +66,10 @@ class LLMSettings(_Strict):
     path: str | None = None
     tiny: TinyLLMSettings | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    #: ``"always"``: every tokenizer call starts with SentencePiece's dummy-prefix space, even when the text already
+    #: starts with a space (the SentencePiece library and transformers 4.29's slow ``LlamaTokenizer`` do this; the
+    #: tokenizers-backed ``LlamaTokenizer`` of transformers 5 skips it). Only for SentencePiece (Metaspace) tokenizers.
+    dummy_prefix: Literal["tokenizer", "always"] = "tokenizer"
 
     @model_validator(mode="after")
     def _one_source(self) -> "LLMSettings":
@@ -82,6 +90,11 @@ class PromptSettings(_Strict):
         bos: ``"start"`` (one BOS at the start), ``"every_segment"`` (a BOS before every text segment, as the
             official v0 demo does) or ``"none"``.
         part_separator: text between the parts of one turn.
+        strip_around_tokens: remove the whitespace of a text piece where it touches a wrapper token (what the
+            official v0's slow Llama tokenizer did around added tokens).
+        join_turns: the text between two media spans is one segment even across turns, the header and the
+            generation prompt (the official v0 demo builds one string and splits it only at media); with
+            ``bos = "every_segment"`` each such segment gets one BOS. Default: each turn's text is its own segment.
     """
 
     system: str = ""
@@ -91,6 +104,8 @@ class PromptSettings(_Strict):
     stop: tuple[str, ...] = ("###",)
     bos: Literal["start", "every_segment", "none"] = "start"
     part_separator: str = " "
+    strip_around_tokens: bool = False
+    join_turns: bool = False
 
     @model_validator(mode="after")
     def _placeholders(self) -> "PromptSettings":
@@ -136,6 +151,17 @@ class InputProjectionSettings(_Strict):
         if self.tie and self.shared is None:
             raise ValueError("`input_projection.tie = true` needs `input_projection.shared` (e.g. \"linear\")")
         return self
+
+
+class VocabularySettings(_Strict):
+    """The ids the added tokens must get.
+
+    ``first_added_id``: the first added token (wrapper and signal tokens, in composition order) must get this id
+    and the rest the ids after it, consecutively (official v0: ``<Img>`` = 32000 ... ``[AUD7]`` = 32037). A tokenizer
+    that gives other ids (e.g. one with an extra ``[PAD]`` piece) is an error when the model is built.
+    """
+
+    first_added_id: int | None = Field(default=None, ge=0)
 
 
 class LoRASettings(_Strict):
@@ -191,6 +217,7 @@ class Composition(_Strict):
     signal: SignalSettings = SignalSettings()
     input_projection: InputProjectionSettings = InputProjectionSettings()
     lora: LoRASettings = LoRASettings()
+    vocabulary: VocabularySettings = VocabularySettings()
     auto_modalities: str | None = None
     modalities: dict[str, ComponentSettings] = Field(default_factory=dict)
 
@@ -202,16 +229,89 @@ def builtin_compositions() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def load_composition(source: "str | os.PathLike[str] | Composition | dict[str, Any]") -> Composition:
+PATHS_FILE_ENV = "NEXTGPT_PATHS"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def paths_file() -> Path:
+    """The local-paths settings file: ``$NEXTGPT_PATHS``, else ``~/.config/nextgpt/paths.toml``."""
+    return Path(os.environ.get(PATHS_FILE_ENV) or Path.home() / ".config" / "nextgpt" / "paths.toml").expanduser()
+
+
+def path_settings() -> dict[str, str]:
+    """``{NAME: value}`` from the paths file (a flat TOML table of strings; absent file: empty)."""
+    file = paths_file()
+    if not file.is_file():
+        return {}
+    try:
+        data = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CompositionError(f"{file}: not valid TOML ({exc})") from None
+    bad = [k for k, v in data.items() if not isinstance(v, str)]
+    if bad:
+        raise CompositionError(f"{file}: every entry must be a string path (NAME = \"/path\"); not: {', '.join(bad)}")
+    return dict(data)
+
+
+def placeholders(data: Any) -> list[str]:
+    """Every ``${NAME}`` used in the string values of ``data`` (a parsed composition), in order, once each."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.extend(n for n in _PLACEHOLDER.findall(value) if n not in found)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(data)
+    return found
+
+
+def _expand(data: Any, where: str, fallback: "dict[str, str] | None") -> Any:
+    """Replace ``${NAME}`` in string values: the environment first, then the paths file, then ``fallback``."""
+    names = placeholders(data)
+    if not names:
+        return data
+    values = {**(fallback or {}), **path_settings(), **{k: v for k, v in os.environ.items() if k in names}}
+    unset = [n for n in names if n not in values]
+    if unset:
+        raise CompositionError(
+            f"{where}: {', '.join('${' + n + '}' for n in unset)} not set; set the environment variable(s) or add "
+            f"NAME = \"/local/path\" lines to {paths_file()} (or point {PATHS_FILE_ENV} at such a file)"
+        )
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, str):
+            return _PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
+        if isinstance(value, dict):
+            return {k: sub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        return value
+
+    return sub(data)
+
+
+def load_composition(
+    source: "str | os.PathLike[str] | Composition | dict[str, Any]", *, fallback_paths: "dict[str, str] | None" = None
+) -> Composition:
     """Read a composition from a built-in name, a TOML path, a dict, or pass a ``Composition`` through.
 
+    String values may hold ``${NAME}`` placeholders (local weight paths): each is taken from the environment
+    variable ``NAME``, else from the paths file (:func:`paths_file`), else from ``fallback_paths``.
+
     Raises:
-        CompositionError: unreadable TOML, unknown keys or bad values (every problem listed, with its key path).
+        CompositionError: unreadable TOML, unknown keys or bad values (every problem listed, with its key path),
+            or a placeholder that is set nowhere.
     """
     if isinstance(source, Composition):
         return source
     if isinstance(source, dict):
-        return _validate(source, "<dict>")
+        return _validate(_expand(source, "<dict>", fallback_paths), "<dict>")
     path = Path(source)
     if not path.suffix and str(source) in builtin_compositions():
         text = (resources.files("nextgpt_core") / "compositions" / f"{source}.toml").read_text()
@@ -226,7 +326,7 @@ def load_composition(source: "str | os.PathLike[str] | Composition | dict[str, A
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CompositionError(f"{where}: not valid TOML ({exc})") from None
-    return _validate(data, where)
+    return _validate(_expand(data, where, fallback_paths), where)
 
 
 def _problems(exc: ValidationError) -> str:

@@ -17,7 +17,7 @@ import torch
 from .composition import LLMSettings, TinyLLMSettings
 from .errors import WeightsNotFoundError
 
-__all__ = ["TokenTable", "add_modality_tokens", "build_language_model", "derived_seed", "train_tiny_tokenizer"]
+__all__ = ["TokenTable", "add_modality_tokens", "always_dummy_prefix", "build_language_model", "derived_seed", "train_tiny_tokenizer"]
 
 _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -99,11 +99,40 @@ def build_language_model(settings: LLMSettings, *, seed: int = 0) -> tuple[Any, 
             raise WeightsNotFoundError(f"llm.path {str(path)!r} has no config.json (set it to a local model folder)")
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    if settings.dummy_prefix == "always":
+        always_dummy_prefix(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(False)
     model.eval()
     return model, tokenizer
+
+
+def always_dummy_prefix(tokenizer: Any) -> None:
+    """Make a SentencePiece-converted tokenizer prepend ``"▁"`` to every piece of text it encodes, as the
+    SentencePiece library does (``add_dummy_prefix``), also when the text already starts with a space.
+
+    transformers 5's tokenizers-backed ``LlamaTokenizer`` uses a ``Metaspace`` pre-tokenizer that skips the prefix
+    when the text starts with a space, so ``" hi"`` gives one id less than in the official (slow, 4.29) tokenizer.
+    This sets the normalizer ``Prepend("▁") + Replace(" ", "▁")`` and no pre-tokenizer, the form that matches
+    ``sentencepiece.encode`` (tests/official/test_tokenizer.py checks it against the library).
+
+    Raises:
+        ConfigError: the tokenizer is not a SentencePiece (Metaspace) one.
+    """
+    from tokenizers import normalizers, pre_tokenizers
+
+    from .errors import ConfigError
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if not isinstance(pre, pre_tokenizers.Metaspace):
+        raise ConfigError(
+            f"llm.dummy_prefix = \"always\" needs a SentencePiece tokenizer (Metaspace pre-tokenizer); "
+            f"{type(tokenizer).__name__} has {type(pre).__name__}"
+        )
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    backend.pre_tokenizer = None
 
 
 @dataclass
@@ -144,6 +173,7 @@ def add_modality_tokens(
     modalities: Iterable[tuple[str, tuple[str, str] | None, tuple[str, ...]]],
     *,
     seed: int = 0,
+    first_added_id: int | None = None,
 ) -> TokenTable:
     """Add each modality's wrapper then signal tokens, in composition order, and resize the embeddings.
 
@@ -153,6 +183,8 @@ def add_modality_tokens(
 
     Args:
         modalities: ``(key, wrapper_tokens or None, signal_tokens)`` per modality, in composition order.
+        first_added_id: when given, the tokens must get the ids ``first_added_id, first_added_id + 1, ...`` in
+            order (``[vocabulary] first_added_id``); otherwise :class:`ConfigError` names the first that does not.
     """
     from tokenizers import AddedToken
 
@@ -169,6 +201,16 @@ def add_modality_tokens(
         tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in new])
     for tok in wanted:
         table.added[tok] = tokenizer.convert_tokens_to_ids(tok)
+    if first_added_id is not None:
+        for offset, tok in enumerate(wanted):
+            if table.added[tok] != first_added_id + offset:
+                from .errors import ConfigError
+
+                raise ConfigError(
+                    f"added token {tok!r} got id {table.added[tok]}, the composition expects {first_added_id + offset} "
+                    f"(vocabulary.first_added_id = {first_added_id}; the tokenizer has {len(tokenizer) - len(new)} "
+                    "tokens of its own): wrong base tokenizer?"
+                )
     for key, wrappers, signals in plan:
         if wrappers:
             table.wrappers[key] = (table.added[wrappers[0]], table.added[wrappers[1]])

@@ -39,7 +39,7 @@ from .errors import ConversationError, MediaError
 from .generation import TextStreamer, run_generation
 from .interfaces import Decoder, Encoder, InputProjector, MediaIO, OutputProjector
 from .language_model import TokenTable, add_modality_tokens, build_language_model, derived_seed
-from .prompting import IdsPiece, Piece, TextPiece, render_conversation
+from .prompting import IdsPiece, Piece, TextPiece, join_text, render_conversation, strip_around_ids
 from .signal_runs import SignalRunController
 
 __all__ = ["NextGPT"]
@@ -127,6 +127,7 @@ class NextGPT(nn.Module):
             tokenizer,
             [(m.key, m.wrapper_tokens, m.signal_tokens) for m in resolved.modalities.values()],
             seed=seed,
+            first_added_id=comp.vocabulary.first_added_id,
         )
         if comp.lora.enabled:
             from .lora import apply_lora
@@ -270,28 +271,44 @@ class NextGPT(nn.Module):
             wrappers=lambda key: self.tokens.wrappers[key],
             sum_items=lambda key: self.resolved.modalities[key].item_merge == "sum",
         )
+        prompt = self.composition.prompt
         bos = self.tokenizer.bos_token_id
-        start = [IdsPiece((bos,))] if self.composition.prompt.bos == "start" and bos is not None else []
-        head = self.embed_pieces([*start, *header])
-        tail = self.embed_pieces(footer)
-        bodies = [self.embed_pieces(t) for t in turns]
+        start = [IdsPiece((bos,))] if prompt.bos == "start" and bos is not None else []
         limit = self.composition.generation.max_context_tokens or int(
             getattr(self.llm.config, "max_position_embeddings", 2048)
         )
         budget = limit - max_new_tokens - 1
-        kept = list(range(len(bodies)))
+        kept = list(range(len(turns)))
+        if prompt.join_turns:  # text runs across turns: embed the joined pieces of the kept turns as a whole
+            joined: dict[tuple[int, ...], torch.Tensor] = {}
 
-        def total() -> int:
-            return head.shape[0] + tail.shape[0] + sum(bodies[i].shape[0] for i in kept)
+            def embeds_of(which: list[int]) -> torch.Tensor:
+                key = tuple(which)
+                if key not in joined:
+                    pieces = join_text([*header, *[p for i in which for p in turns[i]], *footer])
+                    if prompt.strip_around_tokens:
+                        pieces = strip_around_ids(pieces)
+                    joined[key] = self.embed_pieces([*start, *pieces])
+                return joined[key]
+
+            def total() -> int:
+                return embeds_of(kept).shape[0]
+        else:
+            head = self.embed_pieces([*start, *header])
+            tail = self.embed_pieces(footer)
+            bodies = [self.embed_pieces(t) for t in turns]
+
+            def total() -> int:
+                return head.shape[0] + tail.shape[0] + sum(bodies[i].shape[0] for i in kept)
 
         notices = []
         while total() > budget and len(kept) > 1:
             kept.pop(0)
             while len(kept) > 1 and conversation.turns[kept[0]].role != "user":
                 kept.pop(0)
-        if len(kept) < len(bodies):
+        if len(kept) < len(turns):
             notices.append(
-                f"dropped the {len(bodies) - len(kept)} oldest turn(s) to fit the context budget of {budget} positions "
+                f"dropped the {len(turns) - len(kept)} oldest turn(s) to fit the context budget of {budget} positions "
                 f"({limit} minus {max_new_tokens + 1} for the reply)"
             )
         if total() > budget:
@@ -299,7 +316,10 @@ class NextGPT(nn.Module):
                 f"the last turn needs {total()} positions, more than the context budget of {budget} "
                 f"({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
             )
-        embeds = torch.cat([head, *[bodies[i] for i in kept], tail], dim=0)
+        if prompt.join_turns:
+            embeds = embeds_of(kept)
+        else:
+            embeds = torch.cat([head, *[bodies[i] for i in kept], tail], dim=0)
         return embeds.unsqueeze(0), notices
 
     # ------------------------------------------------------------------ the request

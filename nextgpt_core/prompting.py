@@ -12,7 +12,7 @@ from typing import Callable, Union
 from .composition import PromptSettings
 from .conversation import Conversation, Media, Text
 
-__all__ = ["IdsPiece", "MediaPiece", "Piece", "TextPiece", "render_conversation"]
+__all__ = ["IdsPiece", "MediaPiece", "Piece", "TextPiece", "join_text", "render_conversation", "strip_around_ids"]
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,33 @@ def render_conversation(
             first = False
         if after:
             pieces.append(TextPiece(after))
-        turns.append(_merge_text(pieces))
+        pieces = join_text(pieces)
+        turns.append(strip_around_ids(pieces) if prompt.strip_around_tokens else pieces)
     footer: list[Piece] = [TextPiece(prompt.generation_prompt)] if prompt.generation_prompt else []
     return header, turns, footer
 
 
-def _merge_text(pieces: list[Piece]) -> list[Piece]:
+def strip_around_ids(pieces: list[Piece]) -> list[Piece]:
+    """Remove the whitespace of each text piece where it touches an :class:`IdsPiece` (a wrapper token), and drop
+    text pieces left empty: ``"### Human: "`` + ``<Img>`` -> ``"### Human:"`` + ``<Img>``, as the official v0's slow
+    tokenizer did around added tokens."""
+    out: list[Piece] = []
+    for i, p in enumerate(pieces):
+        if isinstance(p, TextPiece):
+            text = p.text
+            if i > 0 and isinstance(pieces[i - 1], IdsPiece):
+                text = text.lstrip()
+            if i + 1 < len(pieces) and isinstance(pieces[i + 1], IdsPiece):
+                text = text.rstrip()
+            if text:
+                out.append(TextPiece(text))
+        else:
+            out.append(p)
+    return out
+
+
+def join_text(pieces: list[Piece]) -> list[Piece]:
+    """Merge adjacent text pieces into one (they are then tokenized as one segment)."""
     out: list[Piece] = []
     for p in pieces:
         if isinstance(p, TextPiece) and out and isinstance(out[-1], TextPiece):

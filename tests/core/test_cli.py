@@ -97,7 +97,7 @@ def test_compose_validate_and_show(runner, registry):
     shown = json.loads(runner.invoke(app, ["compose", "show", "tiny"]).stdout)
     assert shown["modalities"]["fake_audio"]["signal_tokens"] == ["[FAUD0]", "[FAUD1]"]
     assert shown["llm_hidden_size"] == 64
-    assert runner.invoke(app, ["compose", "list"]).stdout.split() == ["tiny"]
+    assert runner.invoke(app, ["compose", "list"]).stdout.split() == ["nextgpt-v0", "tiny"]
 
 
 def test_empty_request(runner, registry):

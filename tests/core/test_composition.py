@@ -51,7 +51,7 @@ def test_not_toml_and_missing_file(tmp_path):
     bad.write_text("name = [unclosed\n")
     with pytest.raises(CompositionError, match="not valid TOML"):
         load_composition(bad)
-    with pytest.raises(CompositionError, match=r"no composition file 'nope'.*built-ins: tiny"):
+    with pytest.raises(CompositionError, match=r"no composition file 'nope'.*built-ins: nextgpt-v0, tiny"):
         load_composition("nope")
 
 

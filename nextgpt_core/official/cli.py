@@ -1,0 +1,104 @@
+"""CLI commands of the official-weights package: ``nextgpt convert official``, ``nextgpt check-weights`` and
+``nextgpt params``. Typer only at import (no torch): the work is imported inside each command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+convert_app = typer.Typer(help="Convert released weights into nextgpt checkpoints.", no_args_is_help=True)
+
+
+def _resolved(composition: str):  # noqa: ANN202
+    from ..composition import resolve_composition
+    from ..hf_loading import quiet_transformers
+    from .paths import load_with_stand_ins
+
+    with quiet_transformers():
+        return resolve_composition(load_with_stand_ins(composition))
+
+
+def convert_official_command(
+    delta: Path = typer.Option(..., "--delta", help="The released pytorch_model.pt (ChocoWu/nextgpt_7b_tiva_v0)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write (replaced atomically)."),
+    composition: str = typer.Option("nextgpt-v0", "--composition", "-c", help="Built-in name or TOML path."),
+) -> None:
+    """Convert the official v0 delta into a nextgpt checkpoint; strict: any missing, unexpected or mis-shaped key
+    fails the command and nothing is written."""
+    from ..hf_loading import quiet_transformers
+    from .convert import convert_official, layout_for
+
+    with quiet_transformers():
+        layout = layout_for(composition)
+    report = convert_official(delta, out, layout)
+    typer.echo(f"converted {report.keys} official keys ({report.parameters:,} parameters) into {report.out}")
+    for group, n in report.groups.items():
+        typer.echo(f"  {group}: {n} tensors")
+    typer.echo(f"run it: nextgpt generate --composition {composition} --checkpoint {report.out} --prompt \"...\"")
+
+
+def check_weights_command(
+    delta: Optional[Path] = typer.Option(None, "--delta", help="Also check the released pytorch_model.pt."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Also verify a converted checkpoint folder."),
+) -> None:
+    """Say which local weights of `nextgpt-v0` are present, missing or mis-shaped (exit 1 unless all are ok)."""
+    from .check import check_all
+
+    findings = check_all(delta=delta, checkpoint=checkpoint)
+    for f in findings:
+        typer.echo(f.line())
+    bad = [f for f in findings if f.status != "ok"]
+    typer.echo(f"{len(findings) - len(bad)} ok, {len(bad)} not" + (" (see docs/official-weights.md)" if bad else ""))
+    if bad:
+        raise typer.Exit(1)
+
+
+def params_command(
+    composition: str = typer.Option("nextgpt-v0", "--composition", "-c", help="Built-in name or TOML path."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Parameters of every component, total and trainable, built on the meta device (no weights read)."""
+    from ..diffusers_decoder import quiet_library_notices
+    from ..hf_loading import quiet_transformers
+    from .params import count_parameters
+
+    with quiet_transformers(), quiet_library_notices(), _quiet_diffusers():
+        report = count_parameters(_resolved(composition))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    typer.echo(f"composition {report.composition!r} (built on the meta device)")
+    typer.echo(f"  {'component':<42} {'parameters':>15} {'trainable':>13} {'fp16 GiB':>9}")
+    for c in report.components:
+        share = "" if c.counted else "  (shared, not summed)"
+        typer.echo(f"  {c.name:<42} {c.total:>15,} {c.trainable:>13,} {c.fp16_gib:>9.2f}  {c.note}{share}")
+    typer.echo(f"  {'total':<42} {report.total:>15,} {report.trainable:>13,} {report.total * 2 / 2**30:>9.2f}")
+    typer.echo(f"trainable fraction: {report.fraction:.2%}")
+
+
+def _quiet_diffusers():  # noqa: ANN202
+    import contextlib
+
+    @contextlib.contextmanager
+    def quiet():  # noqa: ANN202
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            diffusers_logging.set_verbosity(level)
+
+    return quiet()
+
+
+def register(app: typer.Typer, guard) -> None:  # noqa: ANN001
+    """Add ``convert official``, ``check-weights`` and ``params`` to the main app, each behind ``guard``."""
+    convert_app.command("official")(guard(convert_official_command))
+    app.add_typer(convert_app, name="convert")
+    app.command("check-weights")(guard(check_weights_command))
+    app.command("params")(guard(params_command))
