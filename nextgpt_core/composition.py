@@ -211,6 +211,7 @@ class Composition(_Strict):
     description: str = ""
     seed: int = 0
     device: str = "cpu"
+    modules_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     llm: LLMSettings
     prompt: PromptSettings = PromptSettings()
     generation: GenerationSettings = GenerationSettings()

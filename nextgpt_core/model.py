@@ -148,6 +148,9 @@ class NextGPT(nn.Module):
         if resolved.shared_input_projector is not None:
             inprojs[SHARED] = _build(resolved.shared_input_projector, seed, "shared/input_projector")
         model = cls(resolved, registry, llm, tokenizer, tokens, encoders, inprojs, outprojs, decoders)
+        if comp.modules_dtype != "float32":  # encoders and projectors (the LLM has llm.dtype, decoders their own)
+            for module in (model.encoders, model.input_projectors, model.output_projectors):
+                module.to(getattr(torch, comp.modules_dtype))
         model.to(device or comp.device)
         model.eval()
         if checkpoint is not None:

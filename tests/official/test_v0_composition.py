@@ -105,3 +105,25 @@ def test_decoders_load_only_when_a_reply_needs_them(real_registry, tiny_v0_file)
     assert {k for k, d in model.decoders.items() if d.is_loaded} == {"image"}
     model.decoders["image"].unload()
     assert not model.decoders["image"].is_loaded
+
+
+def test_encoders_and_projectors_at_fp16(real_registry, tiny_v0_file, tmp_path):
+    """`modules_dtype = "float16"` (nextgpt-v0) runs ImageBind and the projectors at fp16, as the official `.half()`;
+    a request with an image in and an image out still runs end to end."""
+    from nextgpt_image.media import ImageIO
+    from PIL import Image
+
+    from nextgpt_core import Conversation, Media
+
+    file = tmp_path / "half.toml"
+    file.write_text('modules_dtype = "float16"\n' + tiny_v0_file.read_text())
+    model = NextGPT.from_composition(file, registry=real_registry)
+    import torch
+
+    assert {p.dtype for p in model.encoders.parameters()} == {torch.float16}
+    assert {p.dtype for p in model.input_projectors.parameters()} == {torch.float16}
+    assert {p.dtype for p in model.output_projectors.parameters()} == {torch.float16}
+    assert model.llm.get_input_embeddings().weight.dtype == torch.float32
+    picture = ImageIO().write(Image.new("RGB", (32, 32), (0, 200, 0)), tmp_path / "p.png")
+    reply = model.generate(Conversation().user(Media.from_path(picture), "redraw it"), want=["image"], seed=1, max_new_tokens=12)
+    assert [m.modality for m in reply.media] == ["image"]
