@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -29,9 +31,10 @@ def convert_official_command(
     """Convert the official v0 delta into a nextgpt checkpoint; strict: any missing, unexpected or mis-shaped key
     fails the command and nothing is written."""
     from ..hf_loading import quiet_transformers
-    from .convert import convert_official, layout_for
+    from .convert import convert_official, layout_for, read_official_file
 
-    with quiet_transformers():
+    read_official_file(delta)  # a missing or unreadable file fails before the layout is built
+    with quiet_transformers(), _no_future_warnings():
         layout = layout_for(composition)
     report = convert_official(delta, out, layout)
     typer.echo(f"converted {report.keys} official keys ({report.parameters:,} parameters) into {report.out}")
@@ -65,7 +68,7 @@ def params_command(
     from ..hf_loading import quiet_transformers
     from .params import count_parameters
 
-    with quiet_transformers(), quiet_library_notices(), _quiet_diffusers():
+    with quiet_transformers(), quiet_library_notices(), _quiet_diffusers(), _no_future_warnings():
         report = count_parameters(_resolved(composition))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -79,21 +82,25 @@ def params_command(
     typer.echo(f"trainable fraction: {report.fraction:.2%}")
 
 
-def _quiet_diffusers():  # noqa: ANN202
-    import contextlib
+@contextlib.contextmanager
+def _no_future_warnings() -> Iterator[None]:
+    """peft warns about a deprecated transformers attribute while wrapping the meta LLM: nothing to act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
-    @contextlib.contextmanager
-    def quiet():  # noqa: ANN202
-        from diffusers.utils import logging as diffusers_logging
 
-        level = diffusers_logging.get_verbosity()
-        diffusers_logging.set_verbosity_error()
-        try:
-            yield
-        finally:
-            diffusers_logging.set_verbosity(level)
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """diffusers lists config keys a model class ignores (the bundled hub configs have some): not actionable."""
+    from diffusers.utils import logging as diffusers_logging
 
-    return quiet()
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def register(app: typer.Typer, guard) -> None:  # noqa: ANN001
