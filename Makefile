@@ -36,6 +36,8 @@ benchmarks: test-plugins
 	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/cli_startup.py
 	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python benchmarks/request_overhead.py
 	$(BIN)/python benchmarks/any_to_any_request.py
+	$(BIN)/python benchmarks/training_targets.py
+	$(BIN)/python benchmarks/training_memory.py
 	$(BIN)/python benchmarks/serving.py
 
 clean:

@@ -26,7 +26,7 @@ A check, not a timing: the first step's loss and the sum of |trainable parameter
 same with and without checkpointing (it changes memory and time, never the numbers); the script stops otherwise,
 and if the configuration did not switch checkpointing on or off in the LLM's layers.
 
-Run from the repository root (about 3-4 minutes on the 2-vCPU VM with the defaults)::
+Run from the repository root (about 8-9 minutes on the 2-vCPU VM with the defaults: 20 children)::
 
     .venv/bin/python benchmarks/training_memory.py [--runs 5] [--layers 12] [--hidden 256] [--turns 2] [--quick]
 
@@ -317,7 +317,7 @@ def main() -> None:
     report = {
         "benchmark": "training_memory",
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(libraries=False),
+        "machine": machine(),  # imports torch here, after every child has run
         "git": git_state(),
         "method": {
             "step": "one stage-3 Trainer step (layout + encoders, LLM forward, LM + L2 losses, backward, clip, "

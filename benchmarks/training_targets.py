@@ -23,9 +23,9 @@ B/A, ...). Reported: median (p10, p90) samples/s of each variant and the ratio o
 of the per-round ratios, the one-off cost of building the cache, and one ``encode_text`` call per modality.
 Nothing about speed is asserted.
 
-Run from the repository root (about 1-2 minutes on the 2-vCPU VM with the defaults)::
+Run from the repository root (about 2-3 minutes on the 2-vCPU VM with the defaults)::
 
-    .venv/bin/python benchmarks/training_targets.py [--reps 9] [--steps 8] [--batch-size 4] [--threads 1] [--quick]
+    .venv/bin/python benchmarks/training_targets.py [--reps 15] [--steps 8] [--batch-size 4] [--threads 1] [--quick]
 
 Writes ``docs/benchmarks/training_targets.json`` and prints a markdown table.
 """
@@ -116,7 +116,7 @@ def build(registry: Any) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=9, help="timed rounds per variant")
+    parser.add_argument("--reps", type=int, default=15, help="timed rounds per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per variant first")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per round")
     parser.add_argument("--batch-size", type=int, default=4)
