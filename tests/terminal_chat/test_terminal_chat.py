@@ -131,10 +131,13 @@ def test_end_of_input_ends_the_chat(calls, tmp_path):
     assert "nextgpt chat: composition 'tiny'" in result.stdout and calls == []
 
 
-def test_startup_errors_are_one_line_exit_2(tmp_path):
+def test_startup_errors_are_one_line_exit_2(calls, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[llm.tiny]\nhidden_size = "big"\n')
     result = CliRunner().invoke(app, ["chat", "-c", str(bad)], input="hi\n")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "llm.tiny.hidden_size" in result.stderr
     result = CliRunner().invoke(app, ["chat", "--checkpoint", str(tmp_path / "none")], input="hi\n")
     assert result.exit_code == 2 and "checkpoint folder not found" in result.stderr
+    result = CliRunner().invoke(app, ["chat", "--want", "fake_depth"], input="hi\n")
+    assert result.exit_code == 2 and result.stderr == "error: cannot generate 'fake_depth'; outputs: fake_image, fake_audio\n"
+    assert calls == []
