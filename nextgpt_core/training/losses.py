@@ -27,7 +27,15 @@ from .collate import IGNORE_INDEX, Batch, SignalSpan, TrainingExample
 if TYPE_CHECKING:
     from ..model import NextGPT
 
-__all__ = ["MissingTargetError", "l2_loss", "lm_loss", "signal_hidden_states", "signal_l2_losses"]
+__all__ = [
+    "MissingTargetError",
+    "l2_loss",
+    "lm_loss",
+    "lm_token_count",
+    "signal_hidden_states",
+    "signal_l2_losses",
+    "signal_span_counts",
+]
 
 
 class MissingTargetError(KeyError):
@@ -37,16 +45,18 @@ class MissingTargetError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """Shifted cross-entropy: ``logits (B, L, V)`` at position ``i`` predict ``labels (B, L)`` at ``i + 1``.
 
     Positions labelled :data:`~nextgpt_core.training.collate.IGNORE_INDEX` (``-100``) are ignored; the mean is over
-    the remaining tokens of the whole batch (Hugging Face's ``loss``). Returns a scalar (0-dim) in float32.
+    the remaining tokens of the whole batch (Hugging Face's ``loss``), or their sum with ``reduction="sum"``
+    (divide by :func:`lm_token_count`). Returns a scalar (0-dim) in float32.
     """
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:].to(logits.device)
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction=reduction,
     )
 
 
@@ -76,11 +86,27 @@ def _rows(batch: Batch | TrainingExample) -> list[list[SignalSpan]]:
     return [list(spans) for spans in batch.signal_spans]
 
 
+def signal_span_counts(batch: Batch | TrainingExample) -> dict[str, int]:
+    """``{modality: number of signal spans}`` in ``batch`` (the denominators of the ``"sum"`` reduction)."""
+    counts: dict[str, int] = {}
+    for spans in _rows(batch):
+        for span in spans:
+            counts[span.modality] = counts.get(span.modality, 0) + 1
+    return counts
+
+
+def lm_token_count(labels: torch.Tensor) -> int:
+    """Tokens that :func:`lm_loss` averages over: labels ``(B, L)`` at positions ``1..L-1`` that are not ignored."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def signal_l2_losses(
     model: NextGPT,
     hidden_states: torch.Tensor,
     batch: Batch | TrainingExample,
     targets: Mapping[str, Mapping[str, torch.Tensor]],
+    *,
+    reduction: str = "mean",
 ) -> dict[str, torch.Tensor]:
     """Per output modality, the L2 between the projected signal states and the cached caption embeddings.
 
@@ -91,6 +117,10 @@ def signal_l2_losses(
         targets: ``{target_id: {conditioning name: (T, D)}}``: the decoder's own text-encoder embedding of each
             caption, one tensor per conditioning input its projectors fill (``T, D`` = the projector's
             ``out_len, out_dim``).
+        reduction: ``"mean"`` (the official loss) or ``"sum"``: the sum over spans of each span's mean per-token
+            distance, so that ``sum / number of spans`` is the mean. Data-parallel training adds the sums of all
+            processes and divides by the global span count (:func:`signal_span_counts`), which equals the
+            single-process mean exactly.
 
     Returns:
         ``{modality: scalar}`` for every modality with at least one span: for each conditioning input, the
@@ -102,6 +132,8 @@ def signal_l2_losses(
             message names the target id, the caption and the modality.
         ValueError: a cached target's shape is not the projector's output shape.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     offset = model.composition.signal.position_offset
     embed = model.llm.get_input_embeddings()
     by_modality: dict[str, list[tuple[int, SignalSpan]]] = {}
@@ -138,7 +170,10 @@ def signal_l2_losses(
                         f"{tuple(t.shape)}; the projector gives {tuple(pred.shape[1:])}"
                     )
                 wanted.append(t.to(pred.device, pred.dtype))
-            loss = l2_loss(pred, torch.stack(wanted))
+            if reduction == "sum":
+                loss = ((pred - torch.stack(wanted)) ** 2).sum(-1).sqrt().mean(-1).sum()
+            else:
+                loss = l2_loss(pred, torch.stack(wanted))
             total = loss if total is None else total + loss
         if total is not None:
             losses[key] = total

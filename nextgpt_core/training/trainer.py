@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..serialization import atomic_directory
 from .collate import build_example, collate_batch
-from .losses import lm_loss, signal_hidden_states, signal_l2_losses
+from .losses import lm_loss, lm_token_count, signal_hidden_states, signal_l2_losses, signal_span_counts
 from .trainable import TrainableSet, apply_stage
 
 if TYPE_CHECKING:
@@ -83,7 +83,12 @@ class TrainConfig(BaseModel):
         progress: show a progress bar (tqdm if installed, else a plain line every ``log_every`` steps).
         log_every: steps between plain progress lines (no tqdm).
         max_length: longest sequence (``build_example``'s ``max_length``; ``None``: the model's limit).
-        cpu: run on CPU (``Accelerator(cpu=True)``).
+        cpu: run on CPU (``Accelerator(cpu=True)``); set ``False`` for GPUs (``--gpu``).
+        gradient_checkpointing: recompute the LLM's activations in the backward pass (Hugging Face
+            ``gradient_checkpointing_enable(use_reentrant=False)``): less memory, more compute.
+        log_with: experiment trackers through accelerate (``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ...; each
+            must be installed); the JSONL metrics are always written.
+        tracker_project: the trackers' project / run name.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -109,6 +114,9 @@ class TrainConfig(BaseModel):
     log_every: int = Field(default=10, ge=1)
     max_length: int | None = None
     cpu: bool = True
+    gradient_checkpointing: bool = False
+    log_with: list[str] = Field(default_factory=list)
+    tracker_project: str = "nextgpt"
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -246,8 +254,9 @@ class Trainer:
         media_loader: MediaLoader | None = None,
         *,
         resume: bool = False,
+        trackers: Sequence[Any] = (),
     ) -> None:
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         if not len(dataset_samples):
             raise ValueError("Trainer needs at least one sample")
@@ -257,12 +266,22 @@ class Trainer:
         self.config = config
         self.media_loader = media_loader
         self.output_dir = Path(config.output_dir)
-        self.accelerator = Accelerator(cpu=config.cpu)
+        _check_trackers(config.log_with)
+        log_with = [*config.log_with, *trackers]
+        self.accelerator = Accelerator(
+            cpu=config.cpu,
+            log_with=log_with or None,
+            project_dir=str(self.output_dir),
+            # a batch may hold no sample of some modality: its projector / rows get no gradient this step
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
         self.use_l2 = config.stage in (2, 3) and config.l2_weight > 0
 
         _seed_everything(config.seed)
         self.order_generator = torch.Generator().manual_seed(config.seed)
         self.trainable: TrainableSet = apply_stage(model, config.stage)
+        if config.gradient_checkpointing:
+            _enable_gradient_checkpointing(model)
         self.resume_dir = find_latest_checkpoint(self.output_dir) if resume else None
         if self.resume_dir is not None:
             self._load_weights(self.resume_dir)
@@ -278,9 +297,12 @@ class Trainer:
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
         warmup = config.warmup_steps if config.warmup_steps is not None else max(10, int(0.1 * self.total_steps))
         self.warmup_steps = min(warmup, self.total_steps)
+        # the scheduler is stepped by hand once per optimizer step (accelerate's prepared scheduler would step it
+        # once per process)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(s))
-        self.optimizer = self.accelerator.prepare(optimizer)
         self.model.to(self.accelerator.device)
+        # under DDP / FSDP / DeepSpeed the forward must go through the wrapped module: _LossModule is that forward
+        self.loss_module, self.optimizer = self.accelerator.prepare(_LossModule(self), optimizer)
 
         # data order: a permutation per epoch drawn from order_generator; position = next index in it
         self.step = 0
@@ -289,6 +311,11 @@ class Trainer:
         self.order: list[int] = []
         if self.resume_dir is not None:
             self._load_state(self.resume_dir)
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes (1 when run alone)."""
+        return self.accelerator.num_processes
 
     # -- schedule
     def _lr_factor(self, step: int) -> float:
@@ -302,7 +329,7 @@ class Trainer:
 
     # -- data order
     def _next_indices(self) -> list[int]:
-        """The next batch's sample indices; draws a new permutation at the start of each epoch."""
+        """The next GLOBAL batch's sample indices (the same on every process); a new permutation each epoch."""
         if not self.order or self.position >= len(self.order):
             if self.order:
                 self.epoch += 1
@@ -312,76 +339,129 @@ class Trainer:
         self.position += len(indices)
         return indices
 
+    def shard(self, indices: Sequence[int]) -> list[int]:
+        """This process's part of a global batch: every ``world_size``-th index from its rank on."""
+        return list(indices[self.accelerator.process_index :: self.world_size])
+
     # -- one step
-    def compute_losses(self, samples: Sequence[TrainingSample]) -> dict[str, Any]:
-        """Forward ``samples`` as one batch: ``{"loss": total, "lm": scalar, "l2": {modality: scalar}}``."""
+    def _reduce_sum(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(t, reduction="sum").tolist()
+
+    def compute_losses(self, samples: Sequence[TrainingSample], *, counts_of: Sequence[TrainingSample] | None = None) -> dict[str, Any]:
+        """Forward ``samples`` as one batch: ``{"loss": total, "lm": scalar, "l2": {modality: scalar}}``.
+
+        Alone (one process) these are the batch means. Under several processes each process forwards its shard
+        and the losses are its shard's SUMS divided by the GLOBAL counts (labelled tokens; signal spans per
+        modality), so that adding them over processes gives exactly the single-process mean of the global batch;
+        ``"backward"`` is the value to differentiate (times ``world_size``: DDP averages gradients).
+        ``counts_of`` (internal): samples whose counts to use instead (an empty shard forwards a dummy at weight 0).
+        """
         examples = [
             build_example(self.model, s, media_loader=self.media_loader, max_length=self.config.max_length)
             for s in samples
         ]
         batch = collate_batch(examples)
+        modalities = sorted(self.model.output_projectors)
+        if counts_of is not None and not len(counts_of):
+            local_tokens, local_spans = 0, {}
+        else:
+            local_tokens, local_spans = lm_token_count(batch.labels), signal_span_counts(batch) if self.use_l2 else {}
+        totals = self._reduce_sum([float(local_tokens)] + [float(local_spans.get(m, 0)) for m in modalities])
+        global_tokens, global_spans = totals[0], dict(zip(modalities, totals[1:]))
+        weight = 0.0 if counts_of is not None and not len(counts_of) else 1.0
+        lm_sum, l2_sums = self.loss_module(batch)
+        lm = lm_sum * weight / max(global_tokens, 1.0)
+        # every modality with a span anywhere in the global batch, on every process (the same keys everywhere)
+        zero = lm_sum.new_zeros(())
+        l2 = {m: l2_sums.get(m, zero) * weight / global_spans[m] for m in modalities if global_spans[m] > 0}
+        loss = lm + self.config.l2_weight * sum(l2.values()) if l2 else lm
+        return {"loss": loss, "lm": lm, "l2": l2, "backward": loss * self.world_size}
+
+    def _forward_sums(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The LLM forward of a collated batch: (LM loss sum, ``{modality: L2 sum}``), see :class:`_LossModule`."""
         out = self.model.llm(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,
             output_hidden_states=self.use_l2,
         )
-        lm = lm_loss(out.logits, batch.labels)
+        lm_sum = lm_loss(out.logits, batch.labels, reduction="sum")
         l2: dict[str, torch.Tensor] = {}
-        loss = lm
         if self.use_l2 and any(batch.signal_spans):
-            l2 = signal_l2_losses(self.model, signal_hidden_states(self.model, out), batch, self.targets)
-            if l2:
-                loss = lm + self.config.l2_weight * sum(l2.values())
-        return {"loss": loss, "lm": lm, "l2": l2}
+            l2 = signal_l2_losses(
+                self.model, signal_hidden_states(self.model, out), batch, self.targets, reduction="sum"
+            )
+        return lm_sum, l2
 
     def train(self) -> TrainResult:
         """Run from the current step to ``config.steps`` / the planned epochs (or ``config.max_steps``).
 
-        Every step appends a metrics row; every ``checkpoint_every`` steps (and at the end when ``save_final``) a
-        ``step-<k>`` checkpoint with the trainer state is written atomically. Returns a :class:`TrainResult`.
+        Every step appends a metrics row (and logs it to the trackers); every ``checkpoint_every`` steps (and at
+        the end when ``save_final``) a ``step-<k>`` checkpoint with the trainer state is written atomically.
+        Returns a :class:`TrainResult` (the same on every process: losses are of the global batch).
         """
         cfg = self.config
+        acc = self.accelerator
         stop = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
         self.model.train()
         losses: list[float] = []
         written: list[Path] = []
         metrics_path = self.output_dir / cfg.metrics_file
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        progress = _Progress(self.total_steps, self.step, cfg.progress and self.accelerator.is_main_process, cfg.log_every)
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if acc.log_with:
+            acc.init_trackers(cfg.tracker_project, config=_flat_config(cfg))
+        progress = _Progress(self.total_steps, self.step, cfg.progress and acc.is_main_process, cfg.log_every)
         try:
             while self.step < stop:
                 started = time.perf_counter()
                 indices = self._next_indices()
-                parts = self.compute_losses([self.samples[i] for i in indices])
-                self.accelerator.backward(parts["loss"])
+                mine = self.shard(indices)
+                if mine:
+                    parts = self.compute_losses([self.samples[i] for i in mine])
+                else:  # fewer samples than processes in this batch: forward one at weight 0 (DDP needs a forward)
+                    parts = self.compute_losses([self.samples[indices[0]]], counts_of=[])
+                acc.backward(parts["backward"])
                 if cfg.grad_clip:
-                    self.accelerator.clip_grad_norm_([p for _, p in self.trainable.named_parameters()], cfg.grad_clip)
+                    acc.clip_grad_norm_([p for _, p in self.trainable.named_parameters()], cfg.grad_clip)
                 lr = self.scheduler.get_last_lr()[0]
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
+                l2_names = sorted(parts["l2"])
+                reduced = self._reduce_sum(
+                    [float(parts["loss"].detach()), float(parts["lm"].detach())]
+                    + [float(parts["l2"][m].detach()) for m in l2_names]
+                )
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 row = {
                     "step": self.step,
                     "epoch": self.epoch,
-                    "loss": float(parts["loss"].detach()),
-                    "lm": float(parts["lm"].detach()),
-                    "l2": {k: float(v.detach()) for k, v in parts["l2"].items()},
+                    "loss": reduced[0],
+                    "lm": reduced[1],
+                    "l2": dict(zip(l2_names, reduced[2:])),
                     "lr": lr,
                     "samples": len(indices),
                     "samples_per_s": len(indices) / elapsed,
+                    "processes": self.world_size,
                 }
                 losses.append(row["loss"])
-                if self.accelerator.is_main_process:
+                if acc.is_main_process:
                     with open(metrics_path, "a", encoding="utf-8") as fh:
                         fh.write(json.dumps(row) + "\n")
+                if acc.log_with:
+                    acc.log(_flat_metrics(row), step=self.step)
                 progress.update(self.step, row["loss"], row["samples_per_s"])
                 every = cfg.checkpoint_every
                 if (every and self.step % every == 0) or (cfg.save_final and self.step == self.total_steps):
                     written.append(self.save_checkpoint())
         finally:
             progress.close()
+            if acc.log_with:
+                acc.end_training()
         return TrainResult(step=self.step, losses=losses, checkpoints=written, resumed_from=self.resume_dir)
 
     # -- checkpoints
@@ -403,12 +483,12 @@ class Trainer:
         from ..checkpoint import save_checkpoint
 
         target = self.output_dir / f"step-{self.step}"
-        if not self.accelerator.is_main_process:
-            return target
-        self.trainable.merge()
-        with atomic_directory(target) as tmp:
-            save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
-            _write_trainer_state(self._state(), tmp / STATE_DIR)
+        if self.accelerator.is_main_process:
+            self.trainable.merge()
+            with atomic_directory(target) as tmp:
+                save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
+                _write_trainer_state(self._state(), tmp / STATE_DIR)
+        self.accelerator.wait_for_everyone()  # no process runs ahead of (or resumes from) a half-written step
         return target
 
     def _load_weights(self, directory: Path) -> None:
@@ -430,6 +510,73 @@ class Trainer:
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         self.order = state["order"].tolist()
         _set_rng_state(state["rng"], self.order_generator)
+
+
+class _LossModule(torch.nn.Module):
+    """The trainer's forward as a module, so ``accelerator.prepare`` can wrap it (DDP, FSDP, DeepSpeed).
+
+    Its only submodule is the model (every trainable parameter, the row copies included); ``forward(batch)``
+    returns ``(LM loss sum, {modality: L2 sum})`` of a collated :class:`~nextgpt_core.training.collate.Batch`.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.model = trainer.model
+        self._forward_sums = trainer._forward_sums  # a bound method: not a submodule, no cycle in the module tree
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self._forward_sums(batch)
+
+
+def _enable_gradient_checkpointing(model: NextGPT) -> None:
+    """Hugging Face gradient checkpointing on the LLM (non-reentrant: works with frozen inputs and LoRA)."""
+    llm = model.llm
+    if not getattr(llm, "supports_gradient_checkpointing", True) and not hasattr(llm, "gradient_checkpointing_enable"):
+        raise ValueError(f"{type(llm).__name__} does not support gradient checkpointing")
+    llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    config = getattr(llm, "config", None)
+    if config is not None and hasattr(config, "use_cache"):
+        config.use_cache = False
+
+
+def _check_trackers(names: Sequence[str]) -> None:
+    """Raise :class:`~nextgpt_core.errors.ConfigError` for a tracker accelerate does not know or cannot import
+    (accelerate itself would drop it with a debug message only)."""
+    if not names:
+        return
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    from ..errors import ConfigError
+
+    known = [str(t.value) for t in LoggerType]
+    available = {str(LoggerType(t).value) for t in get_available_trackers()}
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"unknown tracker {name!r}; accelerate knows {', '.join(sorted(known))}")
+        if name != "all" and name not in available:
+            raise ConfigError(
+                f"tracker {name!r} is not installed (pip install {_TRACKER_PACKAGES.get(name, name)}); "
+                f"installed: {', '.join(sorted(available)) or 'none'}"
+            )
+
+
+_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet-ml"}
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    """The run's settings as tracker hyper-parameters (scalars and strings only)."""
+    out: dict[str, Any] = {}
+    for key, value in config.model_dump(mode="json").items():
+        out[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    return out
+
+
+def _flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """A metrics row as tracker scalars: ``l2/<modality>`` for the per-modality L2."""
+    out = {k: float(v) for k, v in row.items() if k not in ("l2", "step") and isinstance(v, (int, float))}
+    out.update({f"l2/{m}": float(v) for m, v in row["l2"].items()})
+    return out
 
 
 def _write_trainer_state(state: dict[str, Any], directory: Path) -> None:
