@@ -75,3 +75,36 @@ def test_stage_1_trains_without_targets(dataset, tmp_path, registry):
     assert result.exit_code == 0, result.output
     text = (out / "trainable.json").read_text()
     assert "input_projectors.fake_image" in text and "output_projectors.fake_image" not in text
+
+
+@pytest.mark.subprocess
+def test_the_same_command_under_accelerate_launch_two_processes(dataset, tmp_path, registry):
+    """`accelerate launch --multi_gpu --num_processes 2` runs the same train command on CPU (gloo): each process
+    takes half of every global batch, the logged global losses equal the single-process run's, and rank 0 writes
+    one checkpoint that loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from nextgpt_core import NextGPT
+
+    args = ["train", "--data", str(dataset), "--stage", "1", "--steps", "2", "--batch-size", "4", "--seed", "5"]
+    single = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nextgpt_core.cli", *args,
+         "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["processes"] for r in rows] == [2, 2]  # one row per step, written once (rank 0)
+    ref = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["processes"] for r in ref] == [1, 1]
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref], abs=1e-5)
+    NextGPT.from_composition("tiny", registry=registry, checkpoint=tmp_path / "two" / "step-2")
