@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_JSON)
     args = parser.parse_args(argv)
 
-    import torch
     from nextgpt_registry import Registry
 
     from nextgpt_core.plugins import DEFAULT_PLUGINS

@@ -1,8 +1,8 @@
 """Issue C item 5: the stages learn, measured against baselines on the pretrained tiny world.
 
-Stage 1: caption LM loss on held-out renderings after training <= 0.5x the same run with the media shuffled across
-the captions (image). Stage 2 (video captions): L2 on held-out captions <= 0.5x predicting the mean target, and clearly below (<= 0.75x) the
-same run trained with the captions shuffled across the targets. Real plugins (tiny ImageBind encoders, tiny diffusers
+Stage 1 (image captions): caption LM loss on held-out renderings after training <= 0.5x the same run with the media
+shuffled across the captions. Stage 2 (video captions): L2 on held-out captions <= 0.5x predicting the mean target,
+and clearly below (<= 0.75x) the same run trained with the captions shuffled across the targets. Real plugins (tiny ImageBind encoders, tiny diffusers
 decoders with their own tiny CLIP text encoders), real readers, real Trainer, fixed seeds. The tiny world's LLM
 weights are cached under build/tiny-world (the first run pretrains them, well under a minute).
 """
