@@ -2,7 +2,7 @@
 
 Both measurements use the real pipeline end to end: synthetic datasets written by
 :func:`~nextgpt_core.training.synthetic.make_synthetic_dataset`, read back by
-:func:`~nextgpt_core.training.data.read_dataset` (the official cc3m X-caption format), media decoded by the plugins'
+:func:`~nextgpt_core.training.data.read_dataset` (the official X-caption formats: cc3m for images, webvid for videos), media decoded by the plugins'
 readers, targets from the tiny decoders' own text encoders (:func:`~nextgpt_core.training.targets.cache_targets`),
 and :class:`~nextgpt_core.training.trainer.Trainer` with fixed seeds. The model is
 :func:`~nextgpt_core.training.tiny_world.load_tiny_world` (a random LLM cannot be aligned with: see there).
@@ -16,8 +16,10 @@ and :class:`~nextgpt_core.training.trainer.Trainer` with fixed seeds. The model 
   mean) on **held-out captions** (attribute combinations never trained on). Baselines: predicting the mean training
   target for every caption, and the identical run trained with the captions shuffled across the targets.
 
-Every run starts from a copy of the same model (same init of the projectors and the added rows) and has the same
-seed, data order, steps and learning rate; only the pairing differs.
+Every run trains its own freshly built tiny world (same init of the projectors and the added rows) with the same
+seed, data order, steps and learning rate; a run and its baseline differ only in the pairing. Defaults
+(:class:`LearningSettings`) are what ``tests/training/test_learning.py`` asserts on and
+``benchmarks/training_learning.py`` reports.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def _train(model: NextGPT, samples: Sequence[TrainingSample], targets: Mapping[s
 
 def _evaluate(trainer: Any, samples: Sequence[TrainingSample], batch: int = 8) -> dict[str, float]:
     """Mean LM loss per labelled token and mean L2 per span-token over ``samples`` (weighted by their counts)."""
-    from .collate import IGNORE_INDEX
+    from .collate import IGNORE_INDEX, build_example
 
     trainer.model.eval()
     lm_sum, lm_n, l2_sum, l2_n = 0.0, 0, {}, {}
@@ -119,8 +121,6 @@ def _evaluate(trainer: Any, samples: Sequence[TrainingSample], batch: int = 8) -
             chunk = list(samples[start : start + batch])
             parts = trainer.compute_losses(chunk)
             # tokens with a loss: labelled positions after the first (lm_loss shifts by one)
-            from .collate import build_example
-
             n_tokens = sum(
                 int((build_example(trainer.model, s, media_loader=trainer.media_loader).labels[0, 1:] != IGNORE_INDEX).sum())
                 for s in chunk

@@ -27,8 +27,15 @@ Cache. The weights are written once to ``<cache_dir>/<key>/`` (``llm.safetensors
 every later call. ``key`` is a hash of the :class:`TinyWorldSettings`, the composition's LLM settings and seed, the
 source of this module and of the modules the result depends on (tokenizer, LLM construction, the caption generator),
 and the torch / transformers versions: change any of them and a new world is trained. The default ``cache_dir`` is
-``build/tiny-world`` in a source checkout (git-ignored), else ``~/.cache/nextgpt/tiny-world``; the environment variable
-``NEXTGPT_TINY_WORLD_CACHE`` overrides both. Pretraining (400 steps of 32 texts, one torch thread) takes about 30-60 s on the 2-vCPU VM.
+``build/tiny-world`` in a source checkout (git-ignored), else ``~/.cache/nextgpt/tiny-world``; the environment
+variable ``NEXTGPT_TINY_WORLD_CACHE`` overrides both. Pretraining (400 steps of 32 texts, one torch thread) takes
+about 30-60 s on the 2-vCPU VM; its LM loss falls from about 4.1 to 0.10 nats per token.
+
+Every caption is in the pretraining texts, also those that :mod:`nextgpt_core.training.learning` holds out of stage
+2: the LLM knows the language (as Vicuna knows English); the projectors never see the held-out media or targets.
+What pretraining buys, measured once (ridge regression from the LLM's hidden states at the four image signal tokens
+to the stage-2 targets, 18 captions fitted, 6 held out): held-out L2 0.36x the mean-target baseline with this LLM,
+0.58x with the random one.
 
 Example:
     >>> model = load_tiny_world(registry)            # doctest: +SKIP
@@ -59,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TinyWorldSettings",
+    "caption_world",
     "torch_threads",
     "default_cache_dir",
     "load_tiny_world",
