@@ -284,6 +284,7 @@ def train(
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute LLM activations in backward (less memory)."),
     log_with: list[str] = typer.Option([], "--log-with", help="Tracker through accelerate: tensorboard, wandb, ... (repeatable)."),
     gpu: bool = typer.Option(False, "--gpu", help="Train on the accelerator's GPUs (default: CPU)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Start from these trained weights (e.g. the previous stage's step-<k>/)."),
 ) -> None:
     """Train one NExT-GPT stage, exactly its declared parameters.
 
@@ -299,7 +300,9 @@ def train(
         raise UsageProblem(f"--stage must be 1, 2 or 3, got {stage}")
     if stage in (2, 3) and targets is None:
         raise UsageProblem("stages 2 and 3 need --targets (run `nextgpt cache-targets` first)")
-    model = NextGPT.from_composition(composition)
+    if checkpoint is not None and not checkpoint.is_dir():
+        raise UsageProblem(f"--checkpoint {checkpoint}: no such folder")
+    model = NextGPT.from_composition(composition, checkpoint=checkpoint)
     loaded = _read_data(data, fmt, media_root, on_error, task or ("caption" if stage == 1 else "generate"), model.registry)
     if not loaded.samples:
         raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")

@@ -471,7 +471,9 @@ class Trainer:
             "epoch": self.epoch,
             "position": self.position,
             "order": torch.tensor(self.order, dtype=torch.long),
-            "optimizer": self.optimizer.state_dict(),
+            # sharded optimizers (FSDP, DeepSpeed) hold a part per process: not saved, and such a step cannot resume
+            "optimizer": None if self.sharded else self.optimizer.state_dict(),
+            "resumable": not self.sharded,
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(self.order_generator),
             "config": self.config.model_dump(mode="json"),
@@ -483,13 +485,36 @@ class Trainer:
         from ..checkpoint import save_checkpoint
 
         target = self.output_dir / f"step-{self.step}"
-        if self.accelerator.is_main_process:
-            self.trainable.merge()
-            with atomic_directory(target) as tmp:
-                save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
-                _write_trainer_state(self._state(), tmp / STATE_DIR)
+        with self._full_parameters():
+            if self.accelerator.is_main_process:
+                self.trainable.merge()
+                with atomic_directory(target) as tmp:
+                    save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
+                    _write_trainer_state(self._state(), tmp / STATE_DIR)
         self.accelerator.wait_for_everyone()  # no process runs ahead of (or resumes from) a half-written step
         return target
+
+    @property
+    def sharded(self) -> bool:
+        """Parameters or optimizer state are split across processes (FSDP, DeepSpeed): not run on our machines."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    def _full_parameters(self) -> Any:
+        """A context in which rank 0 holds every parameter whole: FSDP's ``summon_full_params`` (collective, so
+        every process enters it); nothing to do alone, under DDP or DeepSpeed ZeRO-2 (parameters are replicated)."""
+        import contextlib
+
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type != DistributedType.FSDP:
+            return contextlib.nullcontext()
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel.summon_full_params(
+            self.loss_module, writeback=False, rank0_only=True, offload_to_cpu=True
+        )
 
     def _load_weights(self, directory: Path) -> None:
         """Load the model checkpoint, then refresh the row-training copies from the loaded matrices."""
@@ -505,6 +530,15 @@ class Trainer:
 
     def _load_state(self, directory: Path) -> None:
         state = torch.load(directory / STATE_DIR / "state.pt", map_location="cpu", weights_only=True)
+        if state.get("optimizer") is None or self.sharded:
+            from ..errors import CheckpointError
+
+            raise CheckpointError(
+                f"{directory}: cannot resume here: "
+                + ("the run was sharded (FSDP / DeepSpeed) and its optimizer state was not saved"
+                   if state.get("optimizer") is None else "resuming FSDP / DeepSpeed runs is not supported yet")
+                + "; start a new run from its weights instead (`nextgpt train --checkpoint <step folder>`)"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
@@ -583,5 +617,5 @@ def _write_trainer_state(state: dict[str, Any], directory: Path) -> None:
     """``state.pt`` (everything, ``torch.save``) and ``state.json`` (step, epoch, position, config) in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / "state.pt")
-    summary = {k: state[k] for k in ("step", "epoch", "position", "config")}
+    summary = {k: state[k] for k in ("step", "epoch", "position", "resumable", "config")}
     (directory / "state.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -108,3 +108,27 @@ def test_the_same_command_under_accelerate_launch_two_processes(dataset, tmp_pat
     assert [r["processes"] for r in ref] == [1, 1]
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref], abs=1e-5)
     NextGPT.from_composition("tiny", registry=registry, checkpoint=tmp_path / "two" / "step-2")
+
+
+def test_stages_chain_through_checkpoint(dataset, tmp_path, registry):
+    """Stage 2 starts from stage 1's weights with --checkpoint: the input projectors stage 1 trained (and stage 2
+    does not train) reach stage 2's checkpoint unchanged; a missing folder is one error line."""
+    from nextgpt_core import NextGPT
+
+    runner = CliRunner()
+    s1 = runner.invoke(app, ["train", "--data", str(dataset), "--stage", "1", "--steps", "2", "--out", str(tmp_path / "s1")])
+    assert s1.exit_code == 0, s1.output
+    assert runner.invoke(app, ["cache-targets", "--data", str(dataset), "--out", str(tmp_path / "cache")]).exit_code == 0
+    s2 = runner.invoke(app, ["train", "--data", str(dataset), "--stage", "2", "--steps", "2", "--targets",
+                             str(tmp_path / "cache"), "--checkpoint", str(tmp_path / "s1" / "step-2"),
+                             "--out", str(tmp_path / "s2")])
+    assert s2.exit_code == 0, s2.output
+    fresh = NextGPT.from_composition("tiny", registry=registry)
+    after1 = NextGPT.from_composition("tiny", registry=registry, checkpoint=tmp_path / "s1" / "step-2")
+    after2 = NextGPT.from_composition("tiny", registry=registry, checkpoint=tmp_path / "s2" / "step-2")
+    w0, w1, w2 = (m.input_projectors["fake_image"].state_dict() for m in (fresh, after1, after2))
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)  # stage 1 trained it
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)  # stage 2 carried it
+    bad = runner.invoke(app, ["train", "--data", str(dataset), "--stage", "1", "--checkpoint", str(tmp_path / "nope"),
+                              "--out", str(tmp_path / "s3")])
+    assert bad.exit_code == 2 and "--checkpoint" in bad.output and "Traceback" not in bad.output
