@@ -20,8 +20,6 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
-
 from .paths import WEIGHTS, WeightLocation, configs_folder
 
 __all__ = ["Finding", "check_all", "check_checkpoint", "check_delta", "check_imagebind", "read_key_table"]
@@ -63,10 +61,10 @@ def _table(package: str, name: str) -> dict[str, tuple[int, ...]]:
     return read_key_table((resources.files(package) / name).read_text())
 
 
-def _compare_keys(state: dict, expected: dict[str, tuple[int, ...]], path: str, name: str, also_ok: Iterable[str] = ()) -> Finding:
-    extra = set(also_ok)
+def _compare_keys(state: dict, expected: dict[str, tuple[int, ...]], path: str, name: str) -> Finding:
+    """A state dict against a key table: every key present, none extra, same shapes."""
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected and k not in extra]
+    unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs {expected[k]}" for k in expected if k in state and tuple(state[k].shape) != expected[k]]
     if not (missing or unexpected or shapes):
         return Finding(name, path, "ok", f"all {len(expected)} keys with their shapes")
