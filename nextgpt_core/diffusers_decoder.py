@@ -94,6 +94,10 @@ class DiffusersDecoderConfig(ComponentConfig):
         return self
 
 
+#: marks "inside a call, per-call pipeline not made yet" in :attr:`DiffusersDecoder.pipe`'s context variable
+_PENDING = object()
+
+
 class DiffusersDecoder(Decoder):
     """Decoder over a diffusers pipeline. Subclasses set ``pipeline_class`` and implement :meth:`build_tiny`,
     :meth:`encode_unconditional` and :meth:`generate` (which calls ``self.pipe`` with embeddings).
@@ -125,8 +129,14 @@ class DiffusersDecoder(Decoder):
 
     @property
     def pipe(self) -> Any:
-        """The pipeline: the per-call copy while :meth:`__call__` runs in this thread, else the shared one."""
+        """The pipeline: the per-call copy while :meth:`__call__` runs in this thread (made on first use inside
+        the call, once the decoder is loaded), else the shared one."""
         own = self._call_pipe.get()
+        if own is _PENDING:
+            if self._shared_pipe is None:
+                return None
+            own = self.request_pipeline()
+            self._call_pipe.set(own)
         return own if own is not None else self._shared_pipe
 
     @pipe.setter
@@ -146,9 +156,9 @@ class DiffusersDecoder(Decoder):
         return own
 
     def __call__(self, conditioning: Any, *, generator: torch.Generator | None = None, **options: Any) -> list[Any]:
-        """As :meth:`Decoder.__call__`, on a per-call pipeline (:meth:`request_pipeline`)."""
-        self.load()
-        token = self._call_pipe.set(self.request_pipeline())
+        """As :meth:`Decoder.__call__` (inputs checked before anything loads), on a per-call pipeline
+        (:meth:`request_pipeline`)."""
+        token = self._call_pipe.set(_PENDING)
         try:
             return super().__call__(conditioning, generator=generator, **options)
         finally:
