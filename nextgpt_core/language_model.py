@@ -61,10 +61,12 @@ def train_tiny_tokenizer(vocab_size: int = 300) -> Any:
     )
 
 
-def _tiny_llm(settings: TinyLLMSettings, vocab_size: int, tokenizer: Any, seed: int) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(settings: TinyLLMSettings, vocab_size: int, **token_ids: Any) -> Any:
+    """The ``LlamaConfig`` of a tiny LLM: ``settings``' sizes, ``vocab_size`` rows, and any ``bos/eos/pad_token_id``
+    given (the meta-device layout in ``nextgpt_core.official.layout`` builds the same config without a tokenizer)."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=settings.hidden_size,
         intermediate_size=settings.intermediate_size,
@@ -72,6 +74,16 @@ def _tiny_llm(settings: TinyLLMSettings, vocab_size: int, tokenizer: Any, seed: 
         num_attention_heads=settings.num_attention_heads,
         num_key_value_heads=settings.num_key_value_heads,
         max_position_embeddings=settings.max_position_embeddings,
+        **token_ids,
+    )
+
+
+def _tiny_llm(settings: TinyLLMSettings, vocab_size: int, tokenizer: Any, seed: int) -> Any:
+    from transformers import LlamaForCausalLM
+
+    config = tiny_llama_config(
+        settings,
+        vocab_size,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -66,19 +66,12 @@ class TrainedLayout:
 
 def llm_config(settings: LLMSettings) -> Any:
     """The LLM's transformers config: ``config.json`` of ``llm.path`` (no weights read), or the tiny settings."""
-    from transformers import AutoConfig, LlamaConfig
+    from transformers import AutoConfig
+
+    from ..language_model import tiny_llama_config
 
     if settings.tiny is not None:
-        t = settings.tiny
-        return LlamaConfig(
-            vocab_size=t.tokenizer_vocab_size,
-            hidden_size=t.hidden_size,
-            intermediate_size=t.intermediate_size,
-            num_hidden_layers=t.num_hidden_layers,
-            num_attention_heads=t.num_attention_heads,
-            num_key_value_heads=t.num_key_value_heads,
-            max_position_embeddings=t.max_position_embeddings,
-        )
+        return tiny_llama_config(settings.tiny, settings.tiny.tokenizer_vocab_size)
     return AutoConfig.from_pretrained(settings.path, local_files_only=True)
 
 
