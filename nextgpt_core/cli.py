@@ -285,6 +285,7 @@ def train(
     log_with: list[str] = typer.Option([], "--log-with", help="Tracker through accelerate: tensorboard, wandb, ... (repeatable)."),
     gpu: bool = typer.Option(False, "--gpu", help="Train on the accelerator's GPUs (default: CPU)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Start from these trained weights (e.g. the previous stage's step-<k>/)."),
+    denoise_weight: float = typer.Option(0.0, "--denoise-weight", help="Stages 2-3: add the decoder's denoising loss on target media (0: off)."),
 ) -> None:
     """Train one NExT-GPT stage, exactly its declared parameters.
 
@@ -308,7 +309,8 @@ def train(
         raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")
     config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
                          seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
-                         gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu)
+                         gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu,
+                         denoise_weight=denoise_weight)
     cache = TargetCache(targets) if targets is not None else None
     result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
     for path in result.checkpoints:

@@ -404,6 +404,30 @@ class Decoder(Component, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot encode text targets")
 
+    def denoising_loss(
+        self,
+        conditioning: dict[str, torch.Tensor],
+        targets: Sequence[Any],
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The optional stage-2/3 denoising loss: the frozen generator's own training loss on ``targets`` when
+        conditioned on the projected signal states (NExT-GPT's new code adds it to the caption L2).
+
+        Args:
+            conditioning: ``{name: (S, length, dim)}`` from the output projectors, attached to their autograd graph
+                (gradients flow into it; the decoder's weights stay frozen).
+            targets: ``S`` target media as the modality's ``MediaIO.read`` returns them.
+            generator: draws the noise and the timesteps.
+
+        Returns:
+            ``(S,)`` float32: one loss per target.
+
+        Raises:
+            NotImplementedError: the decoder has no denoising loss (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no denoising loss")
+
     @abstractmethod
     def generate(
         self,

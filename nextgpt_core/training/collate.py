@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -81,6 +82,7 @@ class SignalSpan:
             ``signal.position_offset`` (0: at the signal tokens), as inference does.
         target_id: :attr:`Target.target_id`, the key of the cached caption embedding.
         caption: the target caption (for error messages and logs).
+        media_path: the target media file (:attr:`Target.media_path`) for the optional denoising loss, or ``None``.
     """
 
     modality: str
@@ -88,6 +90,7 @@ class SignalSpan:
     end: int
     target_id: str
     caption: str
+    media_path: Path | None = None
 
 
 @dataclass
@@ -218,7 +221,7 @@ def _emit_runs(
         ids = model.tokens.signals[t.modality]
         start = len(b.ids)
         b.add_ids(ids, labelled=True)
-        spans.append(SignalSpan(t.modality, start, start + len(ids), t.target_id, t.caption))
+        spans.append(SignalSpan(t.modality, start, start + len(ids), t.target_id, t.caption, t.media_path))
     return segment
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "lm_token_count",
     "signal_hidden_states",
     "signal_l2_losses",
+    "signal_projections",
     "signal_span_counts",
 ]
 
@@ -100,19 +101,57 @@ def lm_token_count(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
+def signal_projections(
+    model: NextGPT, hidden_states: torch.Tensor, batch: Batch | TrainingExample
+) -> dict[str, tuple[list[tuple[int, SignalSpan]], dict[str, torch.Tensor]]]:
+    """Project every signal span of ``batch`` as inference does, grouped by output modality.
+
+    Reads the hidden states at each span (with ``signal.position_offset``) and adds the signal tokens' input
+    embeddings (trainable rows kept), through each of the modality's output projectors.
+
+    Returns:
+        ``{modality: ([(row, span), ...], {conditioning name: (S, T, D)})}``, ``S`` = that modality's spans in
+        batch order.
+    """
+    offset = model.composition.signal.position_offset
+    embed = model.llm.get_input_embeddings()
+    by_modality: dict[str, list[tuple[int, SignalSpan]]] = {}
+    for row, spans in enumerate(_rows(batch)):
+        for span in spans:
+            by_modality.setdefault(span.modality, []).append((row, span))
+    out: dict[str, tuple[list[tuple[int, SignalSpan]], dict[str, torch.Tensor]]] = {}
+    for key, entries in by_modality.items():
+        ids = torch.tensor(model.tokens.signals[key], device=hidden_states.device)
+        signal_embeds = embed(ids).unsqueeze(0).expand(len(entries), -1, -1)  # (S, N, H), trainable rows kept
+        hidden = torch.stack(
+            [hidden_states[row, span.start + offset : span.end + offset] for row, span in entries]
+        )  # (S, N, H)
+        if hidden.shape[1] != ids.shape[0]:
+            raise ValueError(f"{key}: a signal span holds {hidden.shape[1]} positions; the run has {ids.shape[0]}")
+        preds: dict[str, torch.Tensor] = {}
+        for name, proj in model.output_projectors[key].items():
+            p = next(proj.parameters(), None)
+            dtype = p.dtype if p is not None else hidden.dtype
+            preds[name] = proj(hidden.to(dtype), signal_embeds.to(dtype))  # (S, T, D)
+        out[key] = (entries, preds)
+    return out
+
+
 def signal_l2_losses(
     model: NextGPT,
-    hidden_states: torch.Tensor,
+    hidden_states: torch.Tensor | None,
     batch: Batch | TrainingExample,
     targets: Mapping[str, Mapping[str, torch.Tensor]],
     *,
     reduction: str = "mean",
+    projections: Mapping[str, tuple[list[tuple[int, SignalSpan]], dict[str, torch.Tensor]]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per output modality, the L2 between the projected signal states and the cached caption embeddings.
 
     Args:
         model: the model (output projectors, signal ids, ``composition.signal.position_offset``).
-        hidden_states: ``(B, L, H)`` of the LLM forward over ``batch`` (see :func:`signal_hidden_states`).
+        hidden_states: ``(B, L, H)`` of the LLM forward over ``batch`` (see :func:`signal_hidden_states`); may be
+            ``None`` when ``projections`` are given.
         batch: a :class:`Batch` (or one :class:`TrainingExample`, ``B = 1``) whose spans say where the runs are.
         targets: ``{target_id: {conditioning name: (T, D)}}``: the decoder's own text-encoder embedding of each
             caption, one tensor per conditioning input its projectors fill (``T, D`` = the projector's
@@ -121,6 +160,8 @@ def signal_l2_losses(
             distance, so that ``sum / number of spans`` is the mean. Data-parallel training adds the sums of all
             processes and divides by the global span count (:func:`signal_span_counts`), which equals the
             single-process mean exactly.
+        projections: :func:`signal_projections` of the same batch, if already computed (the denoising loss reuses
+            them); computed here otherwise.
 
     Returns:
         ``{modality: scalar}`` for every modality with at least one span: for each conditioning input, the
@@ -134,26 +175,14 @@ def signal_l2_losses(
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
-    offset = model.composition.signal.position_offset
-    embed = model.llm.get_input_embeddings()
-    by_modality: dict[str, list[tuple[int, SignalSpan]]] = {}
-    for row, spans in enumerate(_rows(batch)):
-        for span in spans:
-            by_modality.setdefault(span.modality, []).append((row, span))
+    if projections is None:
+        if hidden_states is None:
+            raise ValueError("signal_l2_losses needs hidden_states or projections")
+        projections = signal_projections(model, hidden_states, batch)
     losses: dict[str, torch.Tensor] = {}
-    for key, entries in by_modality.items():
-        ids = torch.tensor(model.tokens.signals[key], device=hidden_states.device)
-        signal_embeds = embed(ids).unsqueeze(0).expand(len(entries), -1, -1)  # (S, N, H), trainable rows kept
-        hidden = torch.stack(
-            [hidden_states[row, span.start + offset : span.end + offset] for row, span in entries]
-        )  # (S, N, H)
-        if hidden.shape[1] != ids.shape[0]:
-            raise ValueError(f"{key}: a signal span holds {hidden.shape[1]} positions; the run has {ids.shape[0]}")
+    for key, (entries, preds) in projections.items():
         total = None
-        for name, proj in model.output_projectors[key].items():
-            p = next(proj.parameters(), None)
-            dtype = p.dtype if p is not None else hidden.dtype
-            pred = proj(hidden.to(dtype), signal_embeds.to(dtype))  # (S, T, D)
+        for name, pred in preds.items():
             wanted = []
             for _, span in entries:
                 cached = targets.get(span.target_id)

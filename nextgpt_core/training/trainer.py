@@ -20,7 +20,8 @@ checkpoint untouched and no half-written ``step-<k>`` (only a hidden ``.step-<k>
 way out of the failing block). ``resume=True`` continues from the highest complete ``step-<k>``.
 
 Loss: ``lm_loss + l2_weight * sum(signal_l2_losses)`` (stages 2 and 3, and any stage whose samples carry targets
-when ``l2_weight > 0``); stage 1 is the LM loss only.
+when ``l2_weight > 0``) ``+ denoise_weight * sum(denoising losses)`` (optional, off by default); stage 1 is the LM
+loss only.
 
 Learning-rate schedule: the official DeepSpeed ``WarmupDecayLR`` — linear warm-up from 0 to ``lr`` over
 ``warmup_steps`` (default ``max(10, 0.1 * total)``, capped at ``total``), then linear decay to 0 at ``total``.
@@ -43,7 +44,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..serialization import atomic_directory
 from .collate import build_example, collate_batch
-from .losses import lm_loss, lm_token_count, signal_hidden_states, signal_l2_losses, signal_span_counts
+from .losses import (
+    lm_loss,
+    lm_token_count,
+    signal_hidden_states,
+    signal_l2_losses,
+    signal_projections,
+    signal_span_counts,
+)
 from .trainable import TrainableSet, apply_stage
 
 if TYPE_CHECKING:
@@ -75,6 +83,9 @@ class TrainConfig(BaseModel):
         grad_clip: max global gradient norm (``None`` or 0: no clipping).
         warmup_steps: linear warm-up steps (``None``: ``max(10, 0.1 * total)``, capped at ``total``).
         l2_weight: weight of the summed per-modality L2 losses (stages 2 and 3).
+        denoise_weight: weight of the optional denoising loss (stages 2 and 3; 0: off): for every target with a
+            media file, the frozen decoder's own diffusion loss conditioned on the projected signal states
+            (:meth:`~nextgpt_core.interfaces.Decoder.denoising_loss`; the image decoders implement it).
         seed: seeds torch, python, numpy and the data-order generator.
         checkpoint_every: write ``step-<k>`` every this many steps (``None`` or 0: only at the end).
         save_final: also write a checkpoint at the last step.
@@ -105,6 +116,7 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = 1.0
     warmup_steps: int | None = Field(default=None, ge=0)
     l2_weight: float = Field(default=1.0, ge=0)
+    denoise_weight: float = Field(default=0.0, ge=0)
     seed: int = 13
     checkpoint_every: int | None = Field(default=None, ge=0)
     save_final: bool = True
@@ -276,6 +288,9 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
         self.use_l2 = config.stage in (2, 3) and config.l2_weight > 0
+        self.use_denoise = config.stage in (2, 3) and config.denoise_weight > 0
+        if self.use_denoise:
+            self._check_denoising()
 
         _seed_everything(config.seed)
         self.order_generator = torch.Generator().manual_seed(config.seed)
@@ -365,35 +380,93 @@ class Trainer:
         ]
         batch = collate_batch(examples)
         modalities = sorted(self.model.output_projectors)
-        if counts_of is not None and not len(counts_of):
-            local_tokens, local_spans = 0, {}
-        else:
-            local_tokens, local_spans = lm_token_count(batch.labels), signal_span_counts(batch) if self.use_l2 else {}
-        totals = self._reduce_sum([float(local_tokens)] + [float(local_spans.get(m, 0)) for m in modalities])
-        global_tokens, global_spans = totals[0], dict(zip(modalities, totals[1:]))
-        weight = 0.0 if counts_of is not None and not len(counts_of) else 1.0
-        lm_sum, l2_sums = self.loss_module(batch)
+        empty = counts_of is not None and not len(counts_of)
+        local_tokens = 0 if empty else lm_token_count(batch.labels)
+        local_spans = signal_span_counts(batch) if self.use_l2 and not empty else {}
+        local_media = _media_span_counts(batch) if self.use_denoise and not empty else {}
+        totals = self._reduce_sum(
+            [float(local_tokens)]
+            + [float(local_spans.get(m, 0)) for m in modalities]
+            + [float(local_media.get(m, 0)) for m in modalities]
+        )
+        n = len(modalities)
+        global_tokens = totals[0]
+        global_spans = dict(zip(modalities, totals[1 : 1 + n]))
+        global_media = dict(zip(modalities, totals[1 + n :]))
+        weight = 0.0 if empty else 1.0
+        lm_sum, l2_sums, dn_sums = self.loss_module(batch)
         lm = lm_sum * weight / max(global_tokens, 1.0)
         # every modality with a span anywhere in the global batch, on every process (the same keys everywhere)
         zero = lm_sum.new_zeros(())
         l2 = {m: l2_sums.get(m, zero) * weight / global_spans[m] for m in modalities if global_spans[m] > 0}
-        loss = lm + self.config.l2_weight * sum(l2.values()) if l2 else lm
-        return {"loss": loss, "lm": lm, "l2": l2, "backward": loss * self.world_size}
+        dn = {m: dn_sums.get(m, zero) * weight / global_media[m] for m in modalities if global_media[m] > 0}
+        loss = lm
+        if l2:
+            loss = loss + self.config.l2_weight * sum(l2.values())
+        if dn:
+            loss = loss + self.config.denoise_weight * sum(dn.values())
+        return {"loss": loss, "lm": lm, "l2": l2, "denoise": dn, "backward": loss * self.world_size}
 
-    def _forward_sums(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The LLM forward of a collated batch: (LM loss sum, ``{modality: L2 sum}``), see :class:`_LossModule`."""
+    def _forward_sums(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The LLM forward of a collated batch: (LM loss sum, ``{modality: L2 sum}``, ``{modality: denoising
+        sum}``), see :class:`_LossModule`."""
         out = self.model.llm(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,
-            output_hidden_states=self.use_l2,
+            output_hidden_states=self.use_l2 or self.use_denoise,
         )
         lm_sum = lm_loss(out.logits, batch.labels, reduction="sum")
         l2: dict[str, torch.Tensor] = {}
-        if self.use_l2 and any(batch.signal_spans):
-            l2 = signal_l2_losses(
-                self.model, signal_hidden_states(self.model, out), batch, self.targets, reduction="sum"
-            )
-        return lm_sum, l2
+        dn: dict[str, torch.Tensor] = {}
+        if (self.use_l2 or self.use_denoise) and any(batch.signal_spans):
+            projections = signal_projections(self.model, signal_hidden_states(self.model, out), batch)
+            if self.use_l2:
+                l2 = signal_l2_losses(self.model, None, batch, self.targets, reduction="sum", projections=projections)
+            if self.use_denoise:
+                dn = self._denoising_sums(projections)
+        return lm_sum, l2, dn
+
+    def _check_denoising(self) -> None:
+        """Every modality that has target media in the data must have a decoder with a denoising loss."""
+        from ..errors import ConfigError
+        from ..interfaces import Decoder
+
+        wanted = sorted({t.modality for s in self.samples for t in s.targets if t.media_path is not None})
+        if not wanted:
+            raise ConfigError("denoise_weight > 0 but no target in the data names a media file to denoise")
+        for key in wanted:
+            decoder = self.model.decoders.get(key)
+            if decoder is None or type(decoder).denoising_loss is Decoder.denoising_loss:
+                raise ConfigError(
+                    f"denoise_weight > 0 but the {key!r} decoder ({type(decoder).__name__}) has no denoising loss; "
+                    "set denoise_weight = 0 or leave that modality's target media out"
+                )
+
+    def _denoising_sums(
+        self, projections: Mapping[str, tuple[list[tuple[int, Any]], dict[str, torch.Tensor]]]
+    ) -> dict[str, torch.Tensor]:
+        """``{modality: sum of the decoder's per-target denoising losses}`` over the spans that have target media.
+
+        Noise and timesteps come from a generator seeded by (seed, step, process), so a resumed run draws what the
+        uninterrupted one drew.
+        """
+        from ..conversation import Media
+        from .data import MediaLoader
+
+        loader = self.media_loader or MediaLoader(self.model.registry)
+        generator = torch.Generator().manual_seed(
+            (self.config.seed * 1_000_003 + self.step * 1009 + self.accelerator.process_index) % 2**63
+        )
+        sums: dict[str, torch.Tensor] = {}
+        for key, (entries, preds) in projections.items():
+            chosen = [i for i, (_, span) in enumerate(entries) if span.media_path is not None]
+            if not chosen:
+                continue
+            media = [loader.load(Media(modality=key, path=entries[i][1].media_path)) for i in chosen]
+            index = torch.tensor(chosen, device=next(iter(preds.values())).device)
+            conditioning = {name: pred.index_select(0, index) for name, pred in preds.items()}
+            sums[key] = self.model.decoders[key].denoising_loss(conditioning, media, generator=generator).sum()
+        return sums
 
     def train(self) -> TrainResult:
         """Run from the current step to ``config.steps`` / the planned epochs (or ``config.max_steps``).
@@ -431,10 +504,11 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                l2_names = sorted(parts["l2"])
+                l2_names, dn_names = sorted(parts["l2"]), sorted(parts["denoise"])
                 reduced = self._reduce_sum(
                     [float(parts["loss"].detach()), float(parts["lm"].detach())]
                     + [float(parts["l2"][m].detach()) for m in l2_names]
+                    + [float(parts["denoise"][m].detach()) for m in dn_names]
                 )
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 row = {
@@ -442,7 +516,8 @@ class Trainer:
                     "epoch": self.epoch,
                     "loss": reduced[0],
                     "lm": reduced[1],
-                    "l2": dict(zip(l2_names, reduced[2:])),
+                    "l2": dict(zip(l2_names, reduced[2 : 2 + len(l2_names)])),
+                    "denoise": dict(zip(dn_names, reduced[2 + len(l2_names) :])),
                     "lr": lr,
                     "samples": len(indices),
                     "samples_per_s": len(indices) / elapsed,
@@ -550,7 +625,8 @@ class _LossModule(torch.nn.Module):
     """The trainer's forward as a module, so ``accelerator.prepare`` can wrap it (DDP, FSDP, DeepSpeed).
 
     Its only submodule is the model (every trainable parameter, the row copies included); ``forward(batch)``
-    returns ``(LM loss sum, {modality: L2 sum})`` of a collated :class:`~nextgpt_core.training.collate.Batch`.
+    returns ``(LM loss sum, {modality: L2 sum}, {modality: denoising sum})`` of a collated
+    :class:`~nextgpt_core.training.collate.Batch`.
     """
 
     def __init__(self, trainer: Trainer) -> None:
@@ -558,7 +634,7 @@ class _LossModule(torch.nn.Module):
         self.model = trainer.model
         self._forward_sums = trainer._forward_sums  # a bound method: not a submodule, no cycle in the module tree
 
-    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         return self._forward_sums(batch)
 
 
@@ -571,6 +647,16 @@ def _enable_gradient_checkpointing(model: NextGPT) -> None:
     config = getattr(llm, "config", None)
     if config is not None and hasattr(config, "use_cache"):
         config.use_cache = False
+
+
+def _media_span_counts(batch: Any) -> dict[str, int]:
+    """``{modality: signal spans with a target media file}`` (the denominators of the denoising loss)."""
+    counts: dict[str, int] = {}
+    for spans in batch.signal_spans:
+        for span in spans:
+            if span.media_path is not None:
+                counts[span.modality] = counts.get(span.modality, 0) + 1
+    return counts
 
 
 def _check_trackers(names: Sequence[str]) -> None:
@@ -608,8 +694,9 @@ def _flat_config(config: TrainConfig) -> dict[str, Any]:
 
 def _flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     """A metrics row as tracker scalars: ``l2/<modality>`` for the per-modality L2."""
-    out = {k: float(v) for k, v in row.items() if k not in ("l2", "step") and isinstance(v, (int, float))}
+    out = {k: float(v) for k, v in row.items() if k not in ("l2", "denoise", "step") and isinstance(v, (int, float))}
     out.update({f"l2/{m}": float(v) for m, v in row["l2"].items()})
+    out.update({f"denoise/{m}": float(v) for m, v in row.get("denoise", {}).items()})
     return out
 
 

@@ -18,6 +18,7 @@ Outputs are ``PIL.Image.Image`` (RGB), one per conditioning row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -26,6 +27,7 @@ from pydantic import Field
 from nextgpt_core.diffusers_decoder import (
     CLIPTextDecoder,
     DiffusersDecoderConfig,
+    quiet_library_notices,
 )
 from nextgpt_core.tiny_clip import tiny_clip_text_parts
 from nextgpt_core.interfaces import ComponentConfig, DecodeOptions
@@ -184,6 +186,62 @@ class StableDiffusionImageDecoder(CLIPTextDecoder):
             output_type="pil",
         )
         return list(out.images)
+
+
+    #: min-SNR-gamma weighting of the denoising loss (NExT-GPT's new code: 5 for images; 0 turns it off)
+    snr_gamma: ClassVar[float] = 5.0
+
+    def denoising_loss(
+        self,
+        conditioning: dict[str, torch.Tensor],
+        targets: Sequence[Any],
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The UNet's diffusion loss on the target images, conditioned on ``{"prompt_embeds": (S, 77, dim)}``.
+
+        Each target (a PIL image) is resized to the UNet's native size (``sample_size x vae_scale_factor``: 512 for
+        SD-1.5, 32 for tiny) and encoded by the frozen VAE; noise at a random training timestep (a
+        ``DDPMScheduler`` from the pipeline's scheduler config) is added, and the UNet's prediction is compared with
+        its training target (the noise, or the velocity for v-prediction models such as SD-2) by MSE, weighted by
+        min-SNR-gamma. Gradients reach ``conditioning`` only. Returns ``(S,)`` float32.
+        """
+        import numpy as np
+        import torch.nn.functional as F
+        from diffusers import DDPMScheduler
+
+        self.load()
+        pipe = self.pipe
+        unet, vae = pipe.unet, pipe.vae
+        unet.requires_grad_(False)
+        vae.requires_grad_(False)
+        cond = conditioning["prompt_embeds"]
+        if cond.shape[0] != len(targets):
+            raise ValueError(f"denoising_loss: {cond.shape[0]} conditionings for {len(targets)} target images")
+        size = int(unet.config.sample_size) * int(pipe.vae_scale_factor)
+        pixels = []
+        for image in targets:
+            rgb = image.convert("RGB").resize((size, size), resample=3)  # bicubic
+            pixels.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1))
+        dtype, device = self.torch_dtype, self.device
+        x = torch.stack(pixels).to(device, dtype)  # (S, 3, size, size) in [-1, 1]
+        with torch.no_grad():
+            latents = vae.encode(x).latent_dist.sample(generator) * vae.config.scaling_factor
+        with quiet_library_notices():
+            schedule = DDPMScheduler.from_config(pipe.scheduler.config)
+        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(device)
+        t = torch.randint(0, schedule.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
+        noisy = schedule.add_noise(latents, noise, t)
+        pred = unet(noisy, t, encoder_hidden_states=cond.to(device, dtype)).sample
+        velocity = schedule.config.prediction_type == "v_prediction"
+        wanted = schedule.get_velocity(latents, noise, t) if velocity else noise
+        per_item = F.mse_loss(pred.float(), wanted.float(), reduction="none").mean(dim=(1, 2, 3))  # (S,)
+        if self.snr_gamma:
+            alphas = schedule.alphas_cumprod.to(device)[t].float()
+            snr = alphas / (1 - alphas)
+            clipped = torch.clamp(snr, max=self.snr_gamma)
+            per_item = per_item * (clipped / (snr + 1) if velocity else clipped / snr)
+        return per_item
 
 
 class StableDiffusion2ImageDecoder(StableDiffusionImageDecoder):
