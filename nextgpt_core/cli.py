@@ -276,7 +276,8 @@ def train(
     task: str = typer.Option("", "--task", help="For X-caption files: caption or generate (default: by stage)."),
     on_error: str = typer.Option("skip", "--on-error", help="skip (report and count) or fail on a bad row."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: one epoch)."),
-    batch_size: int = typer.Option(2, "--batch-size"),
+    batch_size: int = typer.Option(2, "--batch-size", help="Samples per optimizer step, over all processes."),
+    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Gradient accumulation: forward/backward in chunks of N samples."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the official one for the stage)."),
     seed: int = typer.Option(13, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save every N steps."),
@@ -310,7 +311,7 @@ def train(
     config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
                          seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
                          gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu,
-                         denoise_weight=denoise_weight)
+                         denoise_weight=denoise_weight, micro_batch_size=micro_batch_size)
     cache = TargetCache(targets) if targets is not None else None
     result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
     for path in result.checkpoints:

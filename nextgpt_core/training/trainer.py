@@ -78,7 +78,10 @@ class TrainConfig(BaseModel):
         epochs: passes over the data when ``steps`` is ``None``.
         max_steps: stop after this global step even though the run is planned for ``steps`` (the schedule still
             uses the planned total); for interrupting a run on purpose. ``None``: run to the end.
-        batch_size: samples per optimizer step (the last batch of an epoch may be smaller).
+        batch_size: samples per optimizer step, over all processes (the last batch of an epoch may be smaller).
+        micro_batch_size: forward / backward each process's share in chunks of this many samples and add their
+            gradients before the step (gradient accumulation; the result equals the whole batch at once).
+            ``None``: the whole share at once.
         lr, betas, eps, weight_decay: AdamW.
         grad_clip: max global gradient norm (``None`` or 0: no clipping).
         warmup_steps: linear warm-up steps (``None``: ``max(10, 0.1 * total)``, capped at ``total``).
@@ -109,6 +112,7 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=1, ge=1)
     max_steps: int | None = Field(default=None, ge=0)
     batch_size: int = Field(default=2, ge=1)
+    micro_batch_size: int | None = Field(default=None, ge=1)
     lr: float = Field(default=4e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -365,8 +369,47 @@ class Trainer:
         t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
         return self.accelerator.reduce(t, reduction="sum").tolist()
 
+    def _global_counts(self, batches: Sequence[Any], empty: bool) -> tuple[float, dict[str, float], dict[str, float]]:
+        """Labelled tokens, signal spans per modality and target media per modality over ``batches`` on every
+        process (the denominators that make the losses the mean of the whole global batch)."""
+        modalities = sorted(self.model.output_projectors)
+        tokens, spans, media = 0, {m: 0 for m in modalities}, {m: 0 for m in modalities}
+        if not empty:
+            for batch in batches:
+                tokens += lm_token_count(batch.labels)
+                for m, c in (signal_span_counts(batch) if self.use_l2 else {}).items():
+                    spans[m] += c
+                for m, c in (_media_span_counts(batch) if self.use_denoise else {}).items():
+                    media[m] += c
+        n = len(modalities)
+        totals = self._reduce_sum([float(tokens)] + [float(spans[m]) for m in modalities] + [float(media[m]) for m in modalities])
+        return totals[0], dict(zip(modalities, totals[1 : 1 + n])), dict(zip(modalities, totals[1 + n :]))
+
+    def _losses(self, batch: Any, counts: tuple[float, dict[str, float], dict[str, float]], weight: float) -> dict[str, Any]:
+        """Forward one (micro-)batch: its loss sums divided by the global ``counts`` (see :meth:`compute_losses`)."""
+        global_tokens, global_spans, global_media = counts
+        lm_sum, l2_sums, dn_sums = self.loss_module(batch)
+        lm = lm_sum * weight / max(global_tokens, 1.0)
+        # every modality with a span anywhere in the global batch, on every process (the same keys everywhere)
+        zero = lm_sum.new_zeros(())
+        l2 = {m: l2_sums.get(m, zero) * weight / c for m, c in global_spans.items() if c > 0}
+        dn = {m: dn_sums.get(m, zero) * weight / c for m, c in global_media.items() if c > 0}
+        loss = lm
+        if l2:
+            loss = loss + self.config.l2_weight * sum(l2.values())
+        if dn:
+            loss = loss + self.config.denoise_weight * sum(dn.values())
+        return {"loss": loss, "lm": lm, "l2": l2, "denoise": dn, "backward": loss * self.world_size}
+
+    def _examples(self, samples: Sequence[TrainingSample]) -> list[Any]:
+        return [
+            build_example(self.model, s, media_loader=self.media_loader, max_length=self.config.max_length)
+            for s in samples
+        ]
+
     def compute_losses(self, samples: Sequence[TrainingSample], *, counts_of: Sequence[TrainingSample] | None = None) -> dict[str, Any]:
-        """Forward ``samples`` as one batch: ``{"loss": total, "lm": scalar, "l2": {modality: scalar}}``.
+        """Forward ``samples`` as one batch: ``{"loss": total, "lm": scalar, "l2": {modality: scalar},
+        "denoise": {modality: scalar}}`` (tensors; no backward).
 
         Alone (one process) these are the batch means. Under several processes each process forwards its shard
         and the losses are its shard's SUMS divided by the GLOBAL counts (labelled tokens; signal spans per
@@ -374,38 +417,34 @@ class Trainer:
         ``"backward"`` is the value to differentiate (times ``world_size``: DDP averages gradients).
         ``counts_of`` (internal): samples whose counts to use instead (an empty shard forwards a dummy at weight 0).
         """
-        examples = [
-            build_example(self.model, s, media_loader=self.media_loader, max_length=self.config.max_length)
-            for s in samples
-        ]
-        batch = collate_batch(examples)
-        modalities = sorted(self.model.output_projectors)
         empty = counts_of is not None and not len(counts_of)
-        local_tokens = 0 if empty else lm_token_count(batch.labels)
-        local_spans = signal_span_counts(batch) if self.use_l2 and not empty else {}
-        local_media = _media_span_counts(batch) if self.use_denoise and not empty else {}
-        totals = self._reduce_sum(
-            [float(local_tokens)]
-            + [float(local_spans.get(m, 0)) for m in modalities]
-            + [float(local_media.get(m, 0)) for m in modalities]
-        )
-        n = len(modalities)
-        global_tokens = totals[0]
-        global_spans = dict(zip(modalities, totals[1 : 1 + n]))
-        global_media = dict(zip(modalities, totals[1 + n :]))
-        weight = 0.0 if empty else 1.0
-        lm_sum, l2_sums, dn_sums = self.loss_module(batch)
-        lm = lm_sum * weight / max(global_tokens, 1.0)
-        # every modality with a span anywhere in the global batch, on every process (the same keys everywhere)
-        zero = lm_sum.new_zeros(())
-        l2 = {m: l2_sums.get(m, zero) * weight / global_spans[m] for m in modalities if global_spans[m] > 0}
-        dn = {m: dn_sums.get(m, zero) * weight / global_media[m] for m in modalities if global_media[m] > 0}
-        loss = lm
-        if l2:
-            loss = loss + self.config.l2_weight * sum(l2.values())
-        if dn:
-            loss = loss + self.config.denoise_weight * sum(dn.values())
-        return {"loss": loss, "lm": lm, "l2": l2, "denoise": dn, "backward": loss * self.world_size}
+        batch = collate_batch(self._examples(samples))
+        return self._losses(batch, self._global_counts([batch], empty), 0.0 if empty else 1.0)
+
+    def _forward_backward(self, samples: Sequence[TrainingSample], *, empty: bool = False) -> dict[str, Any]:
+        """One optimizer step's forward and backward passes over this process's ``samples``, in micro-batches of
+        ``config.micro_batch_size`` whose gradients add up (DDP synchronises only after the last). Every
+        micro-batch is normalised by the counts of the whole global batch, so the gradient equals that of one
+        big batch. Returns the step's losses as floats (this process's part; :meth:`train` adds the processes)."""
+        import contextlib
+
+        acc = self.accelerator
+        examples = self._examples(samples)
+        size = self.config.micro_batch_size or len(examples)
+        batches = [collate_batch(examples[i : i + size]) for i in range(0, len(examples), size)]
+        counts = self._global_counts(batches, empty)
+        out: dict[str, Any] = {"loss": 0.0, "lm": 0.0, "l2": {}, "denoise": {}}
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.loss_module):
+                parts = self._losses(batch, counts, 0.0 if empty else 1.0)
+                acc.backward(parts["backward"])
+            out["loss"] += float(parts["loss"].detach())
+            out["lm"] += float(parts["lm"].detach())
+            for group in ("l2", "denoise"):
+                for m, v in parts[group].items():
+                    out[group][m] = out[group].get(m, 0.0) + float(v.detach())
+        return out
 
     def _forward_sums(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The LLM forward of a collated batch: (LM loss sum, ``{modality: L2 sum}``, ``{modality: denoising
@@ -493,10 +532,9 @@ class Trainer:
                 indices = self._next_indices()
                 mine = self.shard(indices)
                 if mine:
-                    parts = self.compute_losses([self.samples[i] for i in mine])
+                    parts = self._forward_backward([self.samples[i] for i in mine])
                 else:  # fewer samples than processes in this batch: forward one at weight 0 (DDP needs a forward)
-                    parts = self.compute_losses([self.samples[indices[0]]], counts_of=[])
-                acc.backward(parts["backward"])
+                    parts = self._forward_backward([self.samples[indices[0]]], empty=True)
                 if cfg.grad_clip:
                     acc.clip_grad_norm_([p for _, p in self.trainable.named_parameters()], cfg.grad_clip)
                 lr = self.scheduler.get_last_lr()[0]
@@ -506,9 +544,9 @@ class Trainer:
                 self.step += 1
                 l2_names, dn_names = sorted(parts["l2"]), sorted(parts["denoise"])
                 reduced = self._reduce_sum(
-                    [float(parts["loss"].detach()), float(parts["lm"].detach())]
-                    + [float(parts["l2"][m].detach()) for m in l2_names]
-                    + [float(parts["denoise"][m].detach()) for m in dn_names]
+                    [parts["loss"], parts["lm"]]
+                    + [parts["l2"][m] for m in l2_names]
+                    + [parts["denoise"][m] for m in dn_names]
                 )
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 row = {

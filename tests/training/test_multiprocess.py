@@ -5,7 +5,8 @@ debug_launcher forks. A process that has already run torch ops (pytest, after ot
 locks that a forked child can inherit locked, and the child hangs; so the launcher runs in a fresh interpreter
 (``python -m tests.training.test_multiprocess OUT``) that forks before any torch computation.
 
-The global batch of 3 splits 2 + 1 across the processes and its samples differ in length and output modality, so
+The global batch of 3 splits 2 + 1 across the processes (each process goes through its share in micro-batches of
+one sample, accumulating gradients) and its samples differ in length and output modality, so
 the test fails if the losses were averaged per process instead of over the global batch (tokens, signal spans),
 or if the gradients were not synchronised (the processes would drift apart and from the single run).
 """
@@ -40,12 +41,12 @@ def _config(tmp, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _train(tmp) -> tuple[dict[str, torch.Tensor], list[float], int]:
+def _train(tmp, **kw) -> tuple[dict[str, torch.Tensor], list[float], int]:
     from nextgpt_core.plugins import get_registry
 
     model = NextGPT.from_composition("tiny", registry=get_registry())
     data = samples()
-    trainer = Trainer(model, data, random_targets(model, data), _config(tmp))
+    trainer = Trainer(model, data, random_targets(model, data), _config(tmp, **kw))
     result = trainer.train()
     return trained_state(model), result.losses, trainer.world_size
 
@@ -64,7 +65,8 @@ def _worker(out_dir: str) -> None:
     import torch.distributed as dist
     from pathlib import Path
 
-    state, losses, world = _train(Path(out_dir) / "run")
+    # and each process accumulates its share one sample at a time (DDP syncs after the last micro-batch only)
+    state, losses, world = _train(Path(out_dir) / "run", micro_batch_size=1)
     rank = dist.get_rank()
     torch.save({"state": state, "losses": losses, "world": world}, Path(out_dir) / f"rank{rank}.pt")
 

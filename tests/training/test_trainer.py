@@ -199,3 +199,18 @@ def test_stage3_lora_kill_and_resume(registry, tmp_path):
     assert la and all(torch.allclose(la[n], lb[n], atol=1e-6, rtol=0) for n in la)
     sa, sb = trained_state(model_a), trained_state(model_b)
     assert all(torch.allclose(sa[n], sb[n], atol=1e-6, rtol=0) for n in sa)
+
+
+def test_gradient_accumulation_equals_the_whole_batch(registry, tmp_path):
+    """micro_batch_size=1 (two forward/backward passes per step, gradients added) ends where one pass over the
+    batch of 2 ends: every micro-batch is normalised by the whole batch's token and span counts. Adam eps 1e-4:
+    see test_multiprocess.py (exact-zero gradients are rounding noise that eps 1e-8 would blow up)."""
+    whole_model, _, whole = run(registry, tmp_path / "whole", eps=1e-4, checkpoint_every=None, save_final=False)
+    micro_model, _, micro = run(registry, tmp_path / "micro", eps=1e-4, checkpoint_every=None, save_final=False,
+                                micro_batch_size=1)
+    assert micro.losses == pytest.approx(whole.losses, abs=1e-5)
+    a, b = trained_state(whole_model), trained_state(micro_model)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    fresh = trained_state(new_model(registry))
+    assert any(not torch.allclose(fresh[n], a[n]) for n in a)  # the runs trained
