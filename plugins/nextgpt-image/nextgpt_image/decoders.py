@@ -30,6 +30,7 @@ from nextgpt_core.diffusers_decoder import (
     quiet_library_notices,
 )
 from nextgpt_core.tiny_clip import tiny_clip_text_parts
+from nextgpt_core.tiny_diffusion import tiny_autoencoder_kl, tiny_unet_2d
 from nextgpt_core.interfaces import ComponentConfig, DecodeOptions
 
 __all__ = [
@@ -121,36 +122,14 @@ class StableDiffusionImageDecoder(CLIPTextDecoder):
     def build_tiny(self) -> Any:
         """A tiny ``StableDiffusionPipeline`` of the real classes (about 0.1M parameters, 32x32 px, no safety checker)."""
         import diffusers
-        from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+        from diffusers import StableDiffusionPipeline
 
         dim = self.config.cross_attention_dim  # type: ignore[attr-defined]
         text_encoder, tokenizer = tiny_clip_text_parts(
             dim, length=self.config.text_length, pad_token=self.text_pad_token, hidden_act=self.text_hidden_act  # type: ignore[attr-defined]
         )
-        unet = UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=dim,
-            attention_head_dim=4,
-            norm_num_groups=4,
-            use_linear_projection=self.use_linear_projection,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            norm_num_groups=4,
-            sample_size=32,
-        )
+        unet = tiny_unet_2d(dim, use_linear_projection=self.use_linear_projection)
+        vae = tiny_autoencoder_kl()
         scheduler = getattr(diffusers, self.scheduler_name)(**self.scheduler_config)
         pipe = StableDiffusionPipeline(
             vae=vae,

@@ -29,6 +29,7 @@ from nextgpt_core.diffusers_decoder import (
     DiffusersDecoderConfig,
 )
 from nextgpt_core.tiny_clip import tiny_clip_text_parts
+from nextgpt_core.tiny_diffusion import tiny_autoencoder_kl, tiny_unet_2d
 from nextgpt_core.errors import WeightsNotFoundError
 from nextgpt_core.interfaces import ComponentConfig, DecodeOptions
 
@@ -43,22 +44,6 @@ __all__ = [
     "ZeroScopeVideoDecoder",
     "frames_to_uint8",
 ]
-
-
-def _tiny_vae() -> Any:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        norm_num_groups=4,
-        sample_size=32,
-    )
 
 
 def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -192,7 +177,7 @@ class ZeroScopeVideoDecoder(_TextToVideoDecoder):
             norm_num_groups=4,
         )
         pipe = TextToVideoSDPipeline(
-            vae=_tiny_vae(),
+            vae=tiny_autoencoder_kl(),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=unet,
@@ -275,24 +260,13 @@ class AnimateDiffVideoDecoder(_TextToVideoDecoder):
         """The parts of the tiny build, before the pipeline merges ``unet`` (2-D) and ``motion_adapter`` into a
         ``UNetMotionModel``: ``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``motion_adapter``, ``scheduler``.
         Under the same seed they are the tiny build's weights (an SD-1.5-style base plus its adapter)."""
-        from diffusers import DDIMScheduler, MotionAdapter, UNet2DConditionModel
+        from diffusers import DDIMScheduler, MotionAdapter
 
         dim = self.config.cross_attention_dim  # type: ignore[attr-defined]
         text_encoder, tokenizer = tiny_clip_text_parts(
             dim, length=self.config.text_length, pad_token="<|endoftext|>", hidden_act="quick_gelu"  # type: ignore[attr-defined]
         )
-        unet = UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=dim,
-            attention_head_dim=4,
-            norm_num_groups=4,
-        )
+        unet = tiny_unet_2d(dim)
         adapter = MotionAdapter(
             block_out_channels=(8, 16),
             motion_layers_per_block=1,
@@ -301,7 +275,7 @@ class AnimateDiffVideoDecoder(_TextToVideoDecoder):
             motion_max_seq_length=32,
         )
         return {
-            "vae": _tiny_vae(),
+            "vae": tiny_autoencoder_kl(),
             "text_encoder": text_encoder,
             "tokenizer": tokenizer,
             "unet": unet,
