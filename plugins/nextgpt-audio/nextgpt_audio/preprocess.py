@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from nextgpt_core.errors import MediaError
+from nextgpt_core.imagebind.clips import clip_timepoints as imagebind_clip_timepoints
 
 from .media import Audio, _check_audio, resample_waveform
 
@@ -51,18 +52,9 @@ _EPS = torch.finfo(torch.float32).eps  # 1.1920928955078125e-07, Kaldi's log flo
 
 
 def clip_timepoints(duration: float, clip_duration: float = 2, clips_per_video: int = 3) -> list[tuple[Fraction, Fraction]]:
-    """pytorchvideo's ``ConstantClipsPerVideoSampler`` read out as ImageBind's ``get_clip_timepoints`` does:
-    ``clips_per_video`` exact ``(start, end)`` pairs in seconds."""
-    max_start = Fraction(max(duration - clip_duration, 0))
-    step = Fraction(max_start, max(clips_per_video - 1, 1))
-    out: list[tuple[Fraction, Fraction]] = []
-    index = 0
-    while True:
-        start = step * index
-        out.append((start, start + clip_duration))
-        index += 1
-        if index >= clips_per_video or step * index > max_start:
-            return out
+    """ImageBind's 3 clips of ``clip_duration`` seconds over ``duration``: ``(start, end)`` pairs in seconds, exact
+    ``Fraction`` values (:func:`nextgpt_core.imagebind.clips.clip_timepoints`)."""
+    return imagebind_clip_timepoints(duration, clip_duration, clips_per_video)
 
 
 def _mel(freq: "torch.Tensor | float") -> "torch.Tensor | float":

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from nextgpt_core.errors import MediaError
+from nextgpt_core.imagebind.clips import clip_timepoints as imagebind_clip_timepoints
 
 from .media import Video
 
@@ -51,21 +52,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def clip_timepoints(duration: float, clip_duration: float = 2, clips_per_video: int = 5) -> list[tuple[Fraction, Fraction]]:
-    """pytorchvideo's ``ConstantClipsPerVideoSampler`` read out as ImageBind's ``get_clip_timepoints`` does.
-
-    Returns:
-        ``clips_per_video`` ``(start, end)`` pairs in seconds, as exact ``Fraction`` values.
-    """
-    max_start = Fraction(max(duration - clip_duration, 0))
-    step = Fraction(max_start, max(clips_per_video - 1, 1))
-    out: list[tuple[Fraction, Fraction]] = []
-    index = 0
-    while True:
-        start = step * index
-        out.append((start, start + clip_duration))
-        index += 1
-        if index >= clips_per_video or step * index > max_start:
-            return out
+    """ImageBind's 5 clips of ``clip_duration`` seconds over ``duration``: ``(start, end)`` pairs in seconds, exact
+    ``Fraction`` values (:func:`nextgpt_core.imagebind.clips.clip_timepoints`)."""
+    return imagebind_clip_timepoints(duration, clip_duration, clips_per_video)
 
 
 def clip_frame_indices(num_frames: int, fps: float, start: Fraction, end: Fraction, samples: int = 2) -> list[int]:
