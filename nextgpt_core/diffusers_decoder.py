@@ -28,6 +28,7 @@ __all__ = [
     "CLIPTextDecoder",
     "DiffusersDecoder",
     "DiffusersDecoderConfig",
+    "check_captions",
     "check_text_conditioning",
     "encode_empty_negative",
     "encode_prompt_positive",
@@ -248,6 +249,19 @@ def encode_empty_negative(pipe: Any, length: int, dim: int) -> torch.Tensor:
     return negative
 
 
+def check_captions(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a non-empty list of strings, for ``Decoder.encode_text``: a bare string or a non-string item
+    is a ``TypeError``, no texts a ``ValueError``."""
+    if isinstance(texts, str):
+        raise TypeError("encode_text takes a sequence of captions, not a single string (wrap it in a list)")
+    captions = list(texts)
+    if not captions:
+        raise ValueError("encode_text needs at least one caption")
+    if not all(isinstance(t, str) for t in captions):
+        raise TypeError("encode_text: every caption must be a str")
+    return captions
+
+
 def encode_prompt_positive(pipe: Any, texts: Sequence[str]) -> torch.Tensor:
     """The pipeline's own encoding of ``prompt=list(texts)``: ``(len(texts), length, dim)`` on CPU, no gradient.
 
@@ -256,13 +270,7 @@ def encode_prompt_positive(pipe: Any, texts: Sequence[str]) -> torch.Tensor:
     ``prompt=texts`` does. ``[""]`` gives the same tensor as :func:`encode_empty_negative` (the same branch of code
     in diffusers). Raises ``TypeError`` for a bare string or a non-string item, ``ValueError`` for no texts.
     """
-    if isinstance(texts, str):
-        raise TypeError("encode_text takes a sequence of captions, not a single string (wrap it in a list)")
-    captions = list(texts)
-    if not captions:
-        raise ValueError("encode_text needs at least one caption")
-    if not all(isinstance(t, str) for t in captions):
-        raise TypeError("encode_text: every caption must be a str")
+    captions = check_captions(texts)
     with torch.no_grad():
         positive, _ = pipe.encode_prompt(captions, pipe._execution_device, 1, False)
     return positive.detach().cpu()

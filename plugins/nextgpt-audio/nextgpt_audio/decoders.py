@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig
+from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig, check_captions
 from nextgpt_core.errors import ConfigError
 from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
 
@@ -123,18 +123,6 @@ def _tiny_t5_tokenizer(model_max_length: int = 512) -> Any:
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789.,'"]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
-
-
-def _captions(texts: Sequence[str]) -> list[str]:
-    """``texts`` as a non-empty list of strings (a bare string is a ``TypeError``, no texts a ``ValueError``)."""
-    if isinstance(texts, str):
-        raise TypeError("encode_text takes a sequence of captions, not a single string (wrap it in a list)")
-    captions = list(texts)
-    if not captions:
-        raise ValueError("encode_text needs at least one caption")
-    if not all(isinstance(t, str) for t in captions):
-        raise TypeError("encode_text: every caption must be a str")
-    return captions
 
 
 def _eval(*modules: torch.nn.Module) -> None:
@@ -303,7 +291,7 @@ class AudioLDMAudioDecoder(_AudioDecoderBase):
         **L2-normalised**, as the official NExT-GPT targets), one token per caption; ``[""]`` gives
         :meth:`unconditional`. (At inference the official model feeds the projector output unnormalised: see
         ``normalize_embeds``.)"""
-        captions = _captions(texts)
+        captions = check_captions(texts)
         self.load()
         with torch.no_grad():
             embeds = self.pipe._encode_prompt(captions, self._exec_device(), 1, False)  # (B, D), normalised
@@ -595,7 +583,7 @@ class AudioLDM2AudioDecoder(_AudioDecoderBase):
         longest prompt has ``S`` T5 tokens (the pipeline pads a batch to its longest prompt). Each row depends on
         its own caption only.
         """
-        captions = _captions(texts)
+        captions = check_captions(texts)
         self.load()
         embeds, _ = self._encode_captions(captions)
         out = {k: v.detach().cpu() for k, v in embeds.items()}
