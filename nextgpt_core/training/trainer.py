@@ -407,7 +407,7 @@ class Trainer:
             for s in samples
         ]
 
-    def compute_losses(self, samples: Sequence[TrainingSample], *, counts_of: Sequence[TrainingSample] | None = None) -> dict[str, Any]:
+    def compute_losses(self, samples: Sequence[TrainingSample]) -> dict[str, Any]:
         """Forward ``samples`` as one batch: ``{"loss": total, "lm": scalar, "l2": {modality: scalar},
         "denoise": {modality: scalar}}`` (tensors; no backward).
 
@@ -415,11 +415,9 @@ class Trainer:
         and the losses are its shard's SUMS divided by the GLOBAL counts (labelled tokens; signal spans per
         modality), so that adding them over processes gives exactly the single-process mean of the global batch;
         ``"backward"`` is the value to differentiate (times ``world_size``: DDP averages gradients).
-        ``counts_of`` (internal): samples whose counts to use instead (an empty shard forwards a dummy at weight 0).
         """
-        empty = counts_of is not None and not len(counts_of)
         batch = collate_batch(self._examples(samples))
-        return self._losses(batch, self._global_counts([batch], empty), 0.0 if empty else 1.0)
+        return self._losses(batch, self._global_counts([batch], False), 1.0)
 
     def _forward_backward(self, samples: Sequence[TrainingSample], *, empty: bool = False) -> dict[str, Any]:
         """One optimizer step's forward and backward passes over this process's ``samples``, in micro-batches of
