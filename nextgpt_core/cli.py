@@ -263,6 +263,21 @@ def cache_targets_command(
     typer.echo(f"cached {sum(counts.values())} targets ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}) in {out}")
 
 
+def _train_config(**settings: Any) -> Any:
+    """``TrainConfig(**settings)``; a bad value is one line naming the command-line option."""
+    from pydantic import ValidationError
+
+    from .training.trainer import TrainConfig
+
+    try:
+        return TrainConfig(**settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        option = "--out" if field == "output_dir" else "--" + field.replace("_", "-")
+        raise UsageProblem(f"{option} {first.get('input')!r}: {first['msg']}") from None
+
+
 @app.command()
 @_guard
 def train(
@@ -304,14 +319,14 @@ def train(
         raise UsageProblem("stages 2 and 3 need --targets (run `nextgpt cache-targets` first)")
     if checkpoint is not None and not checkpoint.is_dir():
         raise UsageProblem(f"--checkpoint {checkpoint}: no such folder")
+    config = _train_config(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
+                           seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
+                           gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu,
+                           denoise_weight=denoise_weight, micro_batch_size=micro_batch_size)
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
     loaded = _read_data(data, fmt, media_root, on_error, task or ("caption" if stage == 1 else "generate"), model.registry)
     if not loaded.samples:
         raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")
-    config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
-                         seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
-                         gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu,
-                         denoise_weight=denoise_weight, micro_batch_size=micro_batch_size)
     cache = TargetCache(targets) if targets is not None else None
     result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
     for path in result.checkpoints:

@@ -132,3 +132,16 @@ def test_stages_chain_through_checkpoint(dataset, tmp_path, registry):
     bad = runner.invoke(app, ["train", "--data", str(dataset), "--stage", "1", "--checkpoint", str(tmp_path / "nope"),
                               "--out", str(tmp_path / "s3")])
     assert bad.exit_code == 2 and "--checkpoint" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--micro-batch-size", "0"], "--micro-batch-size 0: Input should be greater than or equal to 1"),
+    (["--denoise-weight", "-1"], "--denoise-weight -1.0: Input should be greater than or equal to 0"),
+    (["--steps", "0"], "--steps 0: Input should be greater than or equal to 1"),
+    (["--log-with", "nope"], "unknown tracker 'nope'"),
+])
+def test_bad_training_settings_are_one_error_line(dataset, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["train", "--data", str(dataset), "--stage", "1", "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
