@@ -230,19 +230,37 @@ def demo(
 
 
 # ---------------------------------------------------------------------------------------------- training
-def _read_data(data: Path, fmt: str, media_root: Optional[Path], on_error: str, task: str, registry: Any) -> Any:
-    from .training.data import read_dataset
+def _read_data(data: list[Path], fmt: str, media_root: Optional[Path], on_error: str, task: str, registry: Any) -> Any:
+    """Every ``--data`` file, read in order and concatenated (each reported on its own line)."""
+    from .training.data import LoadedDataset, read_dataset
 
-    loaded = read_dataset(data, format=fmt, media_root=media_root, on_error=on_error, registry=registry, task=task,
-                          require_target_media=False)
-    typer.echo(f"data: {loaded.report.summary()}", err=True)
-    return loaded
+    samples, reports = [], []
+    for path in data:
+        loaded = read_dataset(path, format=fmt, media_root=media_root, on_error=on_error, registry=registry, task=task,
+                              require_target_media=False)
+        typer.echo(f"data: {loaded.report.summary()}", err=True)
+        samples += loaded.samples
+        reports.append(loaded.report)
+    return LoadedDataset(samples, reports[0] if len(reports) == 1 else _merged_report(reports))
+
+
+def _merged_report(reports: list[Any]) -> Any:
+    """One report for several files (counts added up; the files named together)."""
+    from .training.data import DataReport
+
+    merged = DataReport(file=", ".join(r.file for r in reports), format="+".join(dict.fromkeys(r.format for r in reports)))
+    for r in reports:
+        merged.rows_read += r.rows_read
+        merged.kept += r.kept
+        merged.targets_without_media += r.targets_without_media
+        merged.problems += r.problems
+    return merged
 
 
 @app.command("cache-targets")
 @_guard
 def cache_targets_command(
-    data: Path = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format)."),
+    data: list[Path] = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format); repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Target cache folder (replaced atomically)."),
     composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
     fmt: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
@@ -281,7 +299,7 @@ def _train_config(**settings: Any) -> Any:
 @app.command()
 @_guard
 def train(
-    data: Path = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format)."),
+    data: list[Path] = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format); repeatable: the files are concatenated."),
     stage: int = typer.Option(..., "--stage", help="1 (encoding side), 2 (decoding side) or 3 (instruction tuning)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: step-<k>/ checkpoints, metrics.jsonl, trainable.json."),
     composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
@@ -326,7 +344,7 @@ def train(
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
     loaded = _read_data(data, fmt, media_root, on_error, task or ("caption" if stage == 1 else "generate"), model.registry)
     if not loaded.samples:
-        raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")
+        raise UsageProblem(f"{', '.join(map(str, data))}: no usable samples ({loaded.report.summary()})")
     cache = TargetCache(targets) if targets is not None else None
     result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
     for path in result.checkpoints:
@@ -350,6 +368,17 @@ app.command("serve")(_guard(_serve))
 from .official.cli import register as _register_official  # noqa: E402  (typer only: no torch at import)
 
 _register_official(app, _guard)
+
+
+# ---------------------------------------------------------------------------------------------- toy world (nextgpt_core/toy)
+from .toy.cli import register as _register_toy  # noqa: E402  (typer only: no torch at import)
+
+_register_toy(app, _guard)
+
+# ---------------------------------------------------------------------------------------------- evaluation (nextgpt_core/eval)
+from .eval.cli import register as _register_eval  # noqa: E402  (typer only: no torch at import)
+
+_register_eval(app, _guard)
 
 
 def main() -> None:

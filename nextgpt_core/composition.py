@@ -205,10 +205,18 @@ class Composition(_Strict):
 
     ``auto_modalities = "tiny"`` adds every installed modality the file does not list, with that preset, after
     the listed ones (the built-in ``tiny`` composition uses it, so a new plugin needs no edit here).
+
+    ``checkpoint`` names trained weights (a nextgpt checkpoint folder) loaded with the model unless the caller
+    passes its own; ``weights_manifest`` names a JSON file of ``{"files": {relative path: sha256}}`` (relative to
+    the manifest) that is checked before anything loads, so a missing or corrupted weights file is one error
+    naming it (and the manifest's ``"rebuild"`` command). Paths may use ``${COMPOSITION_DIR}``, the folder of
+    the composition file.
     """
 
     name: str
     description: str = ""
+    checkpoint: str | None = None
+    weights_manifest: str | None = None
     seed: int = 0
     device: str = "cpu"
     modules_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -225,9 +233,19 @@ class Composition(_Strict):
 
 # ---------------------------------------------------------------------------------------------- loading
 def builtin_compositions() -> list[str]:
-    """Names of the compositions shipped with the core."""
+    """Names of the compositions shipped with the core: ``compositions/<name>.toml``, or
+    ``compositions/<name>/<name>.toml`` for one that ships with its weights (``toy``)."""
     folder = resources.files("nextgpt_core") / "compositions"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    names = {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml")}
+    names |= {p.name for p in folder.iterdir() if p.is_dir() and (p / f"{p.name}.toml").is_file()}
+    return sorted(names)
+
+
+def builtin_composition_file(name: str) -> Path:
+    """The TOML file of the built-in composition ``name`` (see :func:`builtin_compositions`)."""
+    folder = Path(str(resources.files("nextgpt_core") / "compositions"))
+    nested = folder / name / f"{name}.toml"
+    return nested if nested.is_file() else folder / f"{name}.toml"
 
 
 PATHS_FILE_ENV = "NEXTGPT_PATHS"
@@ -272,12 +290,21 @@ def placeholders(data: Any) -> list[str]:
     return found
 
 
-def _expand(data: Any, where: str, fallback: "dict[str, str] | None") -> Any:
-    """Replace ``${NAME}`` in string values: the environment first, then the paths file, then ``fallback``."""
+#: the placeholder for the folder of the composition file (never taken from the environment)
+COMPOSITION_DIR = "COMPOSITION_DIR"
+
+
+def _expand(data: Any, where: str, fallback: "dict[str, str] | None", folder: "Path | None" = None) -> Any:
+    """Replace ``${NAME}`` in string values: the environment first, then the paths file, then ``fallback``;
+    ``${COMPOSITION_DIR}`` is always ``folder``, the composition file's folder."""
     names = placeholders(data)
     if not names:
         return data
     values = {**(fallback or {}), **path_settings(), **{k: v for k, v in os.environ.items() if k in names}}
+    if folder is not None:
+        values[COMPOSITION_DIR] = str(folder)
+    elif COMPOSITION_DIR in names:
+        raise CompositionError(f"{where}: ${{{COMPOSITION_DIR}}} is only defined for a composition read from a file")
     unset = [n for n in names if n not in values]
     if unset:
         raise CompositionError(
@@ -315,7 +342,8 @@ def load_composition(
         return _validate(_expand(source, "<dict>", fallback_paths), "<dict>")
     path = Path(source)
     if not path.suffix and str(source) in builtin_compositions():
-        text = (resources.files("nextgpt_core") / "compositions" / f"{source}.toml").read_text()
+        path = builtin_composition_file(str(source))
+        text = path.read_text()
         where = f"built-in composition {source!r}"
     elif path.is_file():
         text, where = path.read_text(), str(path)
@@ -327,7 +355,7 @@ def load_composition(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CompositionError(f"{where}: not valid TOML ({exc})") from None
-    return _validate(_expand(data, where, fallback_paths), where)
+    return _validate(_expand(data, where, fallback_paths, path.resolve().parent), where)
 
 
 def _problems(exc: ValidationError) -> str:

@@ -38,10 +38,11 @@ def derived_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
 
 
-def train_tiny_tokenizer(vocab_size: int = 300) -> Any:
+def train_tiny_tokenizer(vocab_size: int = 300, corpus: Iterable[str] | None = None) -> Any:
     """Train a byte-level BPE tokenizer offline (deterministic) and wrap it as ``PreTrainedTokenizerFast``.
 
-    Ids 0-3 are ``<unk> <s> </s> <pad>``; 256 byte symbols follow, then merges up to ``vocab_size``.
+    Ids 0-3 are ``<unk> <s> </s> <pad>``; 256 byte symbols follow, then merges up to ``vocab_size``, learnt from
+    ``corpus`` (default: a small built-in English corpus).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -55,7 +56,8 @@ def train_tiny_tokenizer(vocab_size: int = 300) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainer)
+    lines = list(corpus) if corpus is not None else _CORPUS.splitlines() * 4
+    tok.train_from_iterator(lines, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )

@@ -108,7 +108,8 @@ class NextGPT(nn.Module):
         Args:
             composition: a built-in name (``"tiny"``), a TOML path, or a :class:`Composition`.
             registry: defaults to the installed plugins (``NEXTGPT_LOAD_PLUGINS`` honoured).
-            checkpoint: a directory written by :meth:`save_checkpoint` to load trained weights from.
+            checkpoint: a directory written by :meth:`save_checkpoint` to load trained weights from (default: the
+                composition's own ``checkpoint``, if it names one).
             device: overrides the composition's ``device``.
 
         Raises:
@@ -120,6 +121,10 @@ class NextGPT(nn.Module):
         registry = registry or get_registry()
         resolved = resolve_composition(composition, registry)
         comp = resolved.composition
+        if comp.weights_manifest is not None:  # a missing or corrupted weights file: one line naming it
+            from .weights_manifest import verify_weights_manifest
+
+            verify_weights_manifest(comp.weights_manifest)
         seed = comp.seed
         llm, tokenizer = build_language_model(comp.llm, seed=seed)
         tokens = add_modality_tokens(
@@ -153,6 +158,7 @@ class NextGPT(nn.Module):
                 module.to(getattr(torch, comp.modules_dtype))
         model.to(device or comp.device)
         model.eval()
+        checkpoint = checkpoint if checkpoint is not None else comp.checkpoint
         if checkpoint is not None:
             from .checkpoint import load_checkpoint
 

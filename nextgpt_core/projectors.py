@@ -11,12 +11,14 @@ import warnings
 from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from .interfaces import ComponentConfig, InputProjector, InputProjectorConfig, OutputProjector, OutputProjectorConfig
 
 __all__ = [
     "LinearInputProjector",
+    "LinearInputProjectorConfig",
     "LinearOutputProjector",
     "MLPInputProjector",
     "MLPInputProjectorConfig",
@@ -25,18 +27,29 @@ __all__ = [
 ]
 
 
-class LinearInputProjector(InputProjector):
-    """One ``nn.Linear(in_dim, out_dim)`` per token (official v0 ``llama_proj``: 1024 -> 4096, one token per item).
+class LinearInputProjectorConfig(InputProjectorConfig):
+    """``tokens``: LLM tokens made from each encoder token (1: the official ``llama_proj``)."""
 
-    ``(B, n, in_dim)`` -> ``(B, n, out_dim)``.
+    tokens: int = Field(default=1, ge=1, le=256)
+
+
+class LinearInputProjector(InputProjector):
+    """One ``nn.Linear(in_dim, tokens * out_dim)`` per encoder token (official v0 ``llama_proj``: 1024 -> 4096, one
+    token per item, ``tokens = 1``). With ``tokens = k`` each encoder token becomes ``k`` LLM tokens (a soft prompt
+    of ``k`` positions that a small frozen LLM reads like ``k`` words).
+
+    ``(B, n, in_dim)`` -> ``(B, n * tokens, out_dim)``.
     """
 
-    def __init__(self, config: InputProjectorConfig) -> None:
+    config_class: ClassVar[type[ComponentConfig]] = LinearInputProjectorConfig
+
+    def __init__(self, config: LinearInputProjectorConfig) -> None:
         super().__init__(config)
-        self.proj = nn.Linear(config.in_dim, config.out_dim)  # type: ignore[arg-type]
+        self.proj = nn.Linear(config.in_dim, config.tokens * config.out_dim)  # type: ignore[arg-type, operator]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.proj(features)
+        y = self.proj(features)  # (B, n, tokens * out_dim)
+        return y.reshape(y.shape[0], -1, self.config.out_dim)  # type: ignore[attr-defined]
 
 
 class MLPInputProjectorConfig(InputProjectorConfig):

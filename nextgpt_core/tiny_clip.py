@@ -6,9 +6,10 @@ encoder; their tiny builds (tests, the ``tiny`` composition) share this construc
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable, Sequence
 
-__all__ = ["tiny_clip_text_parts"]
+__all__ = ["learn_merges", "tiny_clip_text_parts"]
 
 
 def _byte_symbols() -> list[str]:
@@ -31,6 +32,42 @@ _TINY_MERGES: tuple[tuple[str, str], ...] = (
 )
 
 
+def learn_merges(corpus: Iterable[str], max_merges: int = 2000) -> list[tuple[str, str]]:
+    """BPE merges learnt from ``corpus`` the way CLIP's tokenizer applies them (lower case, words split on
+    whitespace and punctuation, ``</w>`` on a word's last symbol): the most frequent adjacent pair is merged first,
+    ties broken by the pair itself, until every word is one symbol or ``max_merges`` merges exist. Deterministic.
+    Only printable ASCII words are learnt (others fall back to byte symbols)."""
+    counts: dict[tuple[str, ...], int] = {}
+    for line in corpus:
+        for word in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", line.lower()):
+            if word.isascii():
+                symbols = tuple(word[:-1]) + (word[-1] + "</w>",)
+                counts[symbols] = counts.get(symbols, 0) + 1
+    merges: list[tuple[str, str]] = []
+    while len(merges) < max_merges:
+        pairs: dict[tuple[str, str], int] = {}
+        for symbols, n in counts.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] = pairs.get(pair, 0) + n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        merged: dict[tuple[str, ...], int] = {}
+        for symbols, n in counts.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + n
+        counts = merged
+    return merges
+
+
 def tiny_clip_text_parts(
     dim: int,
     *,
@@ -38,6 +75,10 @@ def tiny_clip_text_parts(
     pad_token: str = "<|endoftext|>",
     hidden_act: str = "quick_gelu",
     num_layers: int = 2,
+    merges: Sequence[tuple[str, str]] = (),
+    heads: int | None = None,
+    intermediate_size: int | None = None,
+    projection: bool = False,
 ) -> tuple[Any, Any]:
     """A tiny random-init ``CLIPTextModel`` and an offline ``CLIPTokenizer`` laid out like the real ones.
 
@@ -52,23 +93,29 @@ def tiny_clip_text_parts(
         pad_token: the tokenizer's padding token.
         hidden_act: ``quick_gelu`` (OpenAI CLIP, SD-1.5) or ``gelu`` (OpenCLIP, SD-2, ZeroScope).
         num_layers: transformer layers.
+        merges: the BPE merges (default: a few fixed ones; :func:`learn_merges` learns them from a corpus, so
+            that each of its words is one token).
+        heads: attention heads (default 2, or 1 for an odd ``dim``); ``intermediate_size``: MLP width (``2 * dim``).
+        projection: build ``CLIPTextModelWithProjection`` (a text tower with its projection head, for contrastive
+            training) instead of ``CLIPTextModel``.
 
     Returns:
         ``(text_encoder, tokenizer)``; ``text_encoder(ids)[0]`` is ``(B, length, dim)``.
     """
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    merges = list(merges) or list(_TINY_MERGES)
     symbols = _byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _TINY_MERGES]
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     bos, eos = len(vocab), len(vocab) + 1
     vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(_TINY_MERGES), pad_token=pad_token, model_max_length=length)
-    heads = 2 if dim % 2 == 0 else 1
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=length)
+    heads = heads or (2 if dim % 2 == 0 else 1)
     config = CLIPTextConfig(
         vocab_size=len(vocab),
         hidden_size=dim,
-        intermediate_size=2 * dim,
+        intermediate_size=intermediate_size or 2 * dim,
         projection_dim=dim,
         num_hidden_layers=num_layers,
         num_attention_heads=heads,
@@ -78,4 +125,5 @@ def tiny_clip_text_parts(
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(config).eval(), tokenizer
+    model_class = CLIPTextModelWithProjection if projection else CLIPTextModel
+    return model_class(config).eval(), tokenizer

@@ -10,7 +10,8 @@ official ones: ``modality_preprocessors.<m>.*``, ``modality_trunks.<m>.*``, ``mo
 - depth: a disparity map ``(1, 224, 224)``; ``Conv2d`` kernel = stride = 16, ``LayerNorm``; 1 + 14x14 = 197 tokens.
 
 ``huge`` is ``imagebind_huge`` (vision 1280-d / 32 blocks / 16 heads, audio 768 / 12 / 12, depth 384 / 12 / 8,
-out 1024); ``tiny`` keeps the geometry with 32-d, 2-block, 2-head trunks and out 32, for fast tests.
+out 1024); ``tiny`` keeps the geometry with 32-d, 2-block, 2-head trunks and out 32, for fast tests; ``toy`` is the
+toy world's (32x32 pictures and depth maps in 4x4 patches, the fbank in 16x16 patches; 96-d, 3 blocks, out 64).
 Other square vision sizes interpolate the positional embedding bicubically, as ImageBind does (depth too, which
 upstream ImageBind cannot; audio must be 128x204).
 """
@@ -99,10 +100,22 @@ def _specs(vision: tuple[int, int, int], audio: tuple[int, int, int], depth: tup
     }
 
 
-#: ``SIZES[size][modality]`` -> :class:`BranchSpec`; (dim, blocks, heads) per branch, then the output size
+def _toy_specs(dim: int, blocks: int, heads: int, out: int) -> dict[str, BranchSpec]:
+    """The toy world's branches: ImageBind's layout on 32x32 pictures (4x4 patches, 8x8 grid) and depth maps, and
+    on the official 128x204 fbank with 16x16 patches (8x12 grid); drop-path 0 (the toy trains them from scratch)."""
+    return {
+        "vision": BranchSpec("vision", dim, blocks, heads, out, (3, 2, 32, 32), (2, 4, 4), (2, 4, 4), False, True, False, 0.0, None),
+        "audio": BranchSpec("audio", dim, blocks, heads, out, (1, 128, 204), (16, 16), (16, 16), True, False, True, 0.0, 20.0),
+        "depth": BranchSpec("depth", dim, blocks, heads, out, (1, 32, 32), (4, 4), (4, 4), True, False, True, 0.0, 5.0),
+    }
+
+
+#: ``SIZES[size][modality]`` -> :class:`BranchSpec`; (dim, blocks, heads) per branch, then the output size.
+#: ``toy`` is the toy world's (:mod:`nextgpt_core.toy`): 32x32 pictures, trained here from scratch.
 SIZES: dict[str, dict[str, BranchSpec]] = {
     "huge": _specs(vision=(1280, 32, 16), audio=(768, 12, 12), depth=(384, 12, 8), out=1024),
     "tiny": _specs(vision=(32, 2, 2), audio=(32, 2, 2), depth=(32, 2, 2), out=32),
+    "toy": _toy_specs(dim=96, blocks=3, heads=4, out=64),
 }
 
 

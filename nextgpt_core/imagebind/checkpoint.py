@@ -1,4 +1,5 @@
-"""One shared reader for ``imagebind_huge.pth``: each encoder takes only its own branch.
+"""One shared reader for ``imagebind_huge.pth`` (or a ``.safetensors`` file with its key names): each encoder takes
+only its own branch.
 
 The file (about 4.8 GB, every branch of ImageBind-huge) is opened once per process and path with
 ``torch.load(path, mmap=True, weights_only=True)``: tensors stay memory-mapped until a branch copies them into its
@@ -117,6 +118,15 @@ class ImageBindCheckpoint:
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":  # the same key names in safetensors (the toy world's weights)
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure to parse means "not a checkpoint"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {first[:200]})") from None
+        return _check_state(path, state)
     try:
         try:
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -127,6 +137,10 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first[:200]})") from None
+    return _check_state(path, state)
+
+
+def _check_state(path: Path, state: object) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: not a state dict of tensors (got {type(state).__name__})")
     foreign = sorted(k for k in state if _branch_of(k) is None)

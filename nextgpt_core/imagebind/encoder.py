@@ -46,14 +46,16 @@ class ImageBindEncoderConfig(ComponentConfig):
     Attributes:
         modality: the ImageBind branch: ``"vision"`` (images and videos), ``"audio"`` or ``"depth"``. Plugin
             configs narrow it and give a default, e.g. ``modality: Literal["audio"] = "audio"``.
-        size: ``"huge"`` (``imagebind_huge``, out 1024) or ``"tiny"`` (same geometry, 32-d, out 32; tests).
-        checkpoint: path to ``imagebind_huge.pth``; the branch loads from it strictly. ``None``: random init.
+        size: ``"huge"`` (``imagebind_huge``, out 1024), ``"tiny"`` (same geometry, 32-d, out 32; tests) or
+            ``"toy"`` (the toy world's: 32x32 pictures, out 64; :data:`~nextgpt_core.imagebind.SIZES`).
+        checkpoint: path to ``imagebind_huge.pth`` (or a ``.safetensors`` file with the same key names, as the
+            toy world writes); the branch loads from it strictly. ``None``: random init.
         clips: items carry a leading clips/views dim ``V`` that is averaged (video: 5 clips x 3 crops = 15;
             audio: 3 clips); ``False``: one clip per item (images, depth).
     """
 
     modality: Literal["vision", "audio", "depth"]
-    size: Literal["huge", "tiny"] = "huge"
+    size: Literal["huge", "tiny", "toy"] = "huge"
     checkpoint: str | None = None
     clips: bool = False
 

@@ -302,16 +302,18 @@ def detect_format(path: str | os.PathLike[str], data: Any = None) -> str:
     keys = set(first)
     if "turns" in keys:
         raise DatasetError(f"{path}: rows with 'turns' are our JSONL format: write one object per line in a .jsonl file")
-    if keys & {"image_list", "video_list", "audio_list"}:
-        return "mosit"
+    if keys & {"image_list", "video_list", "audio_list"} or (
+        "conversation" in keys and any(k.endswith("_list") and isinstance(first[k], list) for k in keys)
+    ):
+        return "mosit"  # the official lists, or another installed modality's ``<key>_list``
     if "mm_name" in keys:
         return "t2m"
     if "conversations" in keys:
         return "conversations"
     if "conversation" in keys:
         return "llava"
-    if keys & set(XCAPTION_FIELDS) and "caption" in keys:
-        return "xcaption"
+    if "caption" in keys and (keys & set(XCAPTION_FIELDS) or any(k.endswith("_name") for k in keys)):
+        return "xcaption"  # the official ``image_name`` / ``video_name`` / ``audio_name``, or ``<key>_name``
     raise DatasetError(
         f"{path}: cannot detect the format from the first row's keys {sorted(keys)}; pass format= one of {', '.join(FORMATS)}"
     )
@@ -726,10 +728,16 @@ def _strip_into(tb: _TurnBuilder, ctx: _Context, text: str) -> None:
                             "use a 'media' or 'generate' part instead")
 
 
+def _xcaption_fields(ctx: _Context) -> dict[str, str]:
+    """``<key>_name`` -> key: the official three, and the same layout for every installed modality."""
+    return {**XCAPTION_FIELDS, **{f"{key}_name": key for key in ctx.registry.modalities}}
+
+
 def _read_xcaption(row: dict[str, Any], ctx: _Context) -> TrainingSample:
-    found = [(f, m) for f, m in XCAPTION_FIELDS.items() if f in row]
+    fields = _xcaption_fields(ctx)
+    found = [(f, m) for f, m in fields.items() if f in row]
     if len(found) != 1:
-        raise _RowError(f"an X-caption row needs exactly one of {', '.join(XCAPTION_FIELDS)}; got {sorted(row)}")
+        raise _RowError(f"an X-caption row needs exactly one of {', '.join(fields)}; got {sorted(row)}")
     name_field, modality = found[0]
     caption = _caption(row.get("caption"), "caption")
     user, assistant = _TurnBuilder("user", 0), _TurnBuilder("assistant", 1)
@@ -793,7 +801,7 @@ def _read_t2m(row: dict[str, Any], ctx: _Context) -> TrainingSample:
 
 def _read_mosit(row: dict[str, Any], ctx: _Context) -> TrainingSample:
     captions: dict[tuple[str, str], Any] = {}
-    for modality in ("image", "video", "audio"):
+    for modality in dict.fromkeys(["image", "video", "audio", *ctx.registry.modalities]):  # official + installed
         for j, item in enumerate(_list(row.get(f"{modality}_list", []), f"'{modality}_list'")):
             if not isinstance(item, dict):
                 raise _RowError(f"{modality}_list[{j}] must be an object, got {_type_name(item)}")

@@ -15,7 +15,7 @@ from .errors import (
 )
 from .hookspecs import PROJECT_NAME, hookimpl, hookspec
 from .manager import ENTRY_POINT_GROUP, LOAD_PLUGINS_ENV, PluginFailure, Registry, resolve_target
-from .specs import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, Provider
+from .specs import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, Provider, ToyWorldSpec
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "Provider",
     "Registry",
     "RegistryError",
+    "ToyWorldSpec",
     "UnknownKeyError",
     "hookimpl",
     "hookspec",

@@ -29,3 +29,13 @@ def nextgpt_register_components(register):  # type: ignore[no-untyped-def]
 
     :param register: ``register(spec: ComponentSpec)``. An id already registered raises ``DuplicateKeyError``.
     """
+
+
+@hookspec
+def nextgpt_register_toy_world(register):  # type: ignore[no-untyped-def]
+    """Register the plugin's part of the toy world (``nextgpt_core.toy``): how its modality's items are drawn,
+    captioned, read back and how its frozen encoder and decoder are trained. Called once at load.
+
+    :param register: ``register(spec: ToyWorldSpec)``; one part per modality. A modality that already has a part
+        raises ``DuplicateKeyError``.
+    """

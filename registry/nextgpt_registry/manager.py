@@ -26,7 +26,7 @@ from .errors import (
     RegistryError,
     UnknownKeyError,
 )
-from .specs import ROLES, TARGET_PATTERN, ComponentSpec, ModalitySpec, Provider
+from .specs import ROLES, TARGET_PATTERN, ComponentSpec, ModalitySpec, Provider, ToyWorldSpec
 
 __all__ = ["Registry", "PluginFailure", "resolve_target", "LOAD_PLUGINS_ENV", "ENTRY_POINT_GROUP"]
 
@@ -72,6 +72,7 @@ class Registry:
 
     modalities: dict[str, ModalitySpec] = field(default_factory=dict)
     components: dict[str, ComponentSpec] = field(default_factory=dict)
+    toy_worlds: dict[str, ToyWorldSpec] = field(default_factory=dict)
     providers: dict[tuple[str, str], Provider] = field(default_factory=dict)
     plugins: list[Provider] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
@@ -153,6 +154,7 @@ class Registry:
         for hook_name, kind in (
             ("nextgpt_register_modalities", "modality"),
             ("nextgpt_register_components", "component"),
+            ("nextgpt_register_toy_world", "toy_world"),
         ):
             caller = getattr(pm.hook, hook_name)
             for impl in caller.get_hookimpls():  # registration order (pluggy would call them LIFO)
@@ -169,20 +171,24 @@ class Registry:
                     )
 
     def _register_callback(self, kind: str, provider: Provider) -> Callable[[Any], None]:
+        expected, table, key_of = {
+            "modality": (ModalitySpec, self.modalities, lambda s: s.key),
+            "component": (ComponentSpec, self.components, lambda s: s.id),
+            "toy_world": (ToyWorldSpec, self.toy_worlds, lambda s: s.modality),
+        }[kind]
+
         def register(spec: Any) -> None:
             if isinstance(spec, dict):
                 try:
-                    spec = (ModalitySpec if kind == "modality" else ComponentSpec).model_validate(spec)
+                    spec = expected.model_validate(spec)
                 except ValidationError as exc:
                     raise PluginLoadError(f"plugin {provider.describe()} registered an invalid {kind}: {exc}") from None
-            expected = ModalitySpec if kind == "modality" else ComponentSpec
             if not isinstance(spec, expected):
                 raise PluginLoadError(
                     f"plugin {provider.describe()} passed {type(spec).__name__} to the {kind} register callback; "
                     f"expected {expected.__name__}"
                 )
-            table: dict[str, Any] = self.modalities if kind == "modality" else self.components
-            key = spec.key if kind == "modality" else spec.id
+            key = key_of(spec)
             if key in table:
                 other = self.providers[(kind, key)]
                 raise DuplicateKeyError(
@@ -212,12 +218,21 @@ class Registry:
             raise UnknownKeyError(f"unknown {what}{component_id!r}; registered: {', '.join(known) or '(none)'}")
         return spec
 
+    def toy_world(self, key: str) -> ToyWorldSpec:
+        """The toy-world part registered for modality ``key``; :class:`UnknownKeyError` lists those registered."""
+        try:
+            return self.toy_worlds[key]
+        except KeyError:
+            raise UnknownKeyError(
+                f"no toy-world part for modality {key!r}; registered: {', '.join(sorted(self.toy_worlds)) or '(none)'}"
+            ) from None
+
     def modality_keys(self) -> list[str]:
         """Registered modality keys, in registration order."""
         return list(self.modalities)
 
     def provider(self, kind: str, key: str) -> Provider:
-        """Who registered ``key`` (``kind`` is ``"modality"`` or ``"component"``)."""
+        """Who registered ``key`` (``kind`` is ``"modality"``, ``"component"`` or ``"toy_world"``)."""
         return self.providers[(kind, key)]
 
     def components_for(self, role: str | None = None, modality: str | None = None) -> list[ComponentSpec]:

@@ -20,6 +20,7 @@ __all__ = [
     "Provider",
     "TARGET_PATTERN",
     "ROLES",
+    "ToyWorldSpec",
 ]
 
 #: ``package.module:Class`` (the form of a lazy component name).
@@ -93,6 +94,32 @@ class ComponentSpec(_Frozen):
     def _license_ok(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("every component must carry its licence (`license` is empty)")
+        return value
+
+
+class ToyWorldSpec(_Frozen):
+    """A plugin's part of the toy world.
+
+    Attributes:
+        modality: the modality key it draws (the plugin's own ``ModalitySpec.key``).
+        target: the implementing class as a lazy ``"module:Class"`` string (a ``nextgpt_core.toy.ToyModality``).
+        description: one line for ``nextgpt plugins``.
+    """
+
+    modality: str
+    target: str
+    description: str = ""
+
+    @field_validator("target")
+    @classmethod
+    def _target_ok(cls, value: str) -> str:
+        return _check_target(value)
+
+    @field_validator("modality")
+    @classmethod
+    def _modality_ok(cls, value: str) -> str:
+        if not _KEY_PATTERN.match(value):
+            raise ValueError(f"`modality` must be a lower-case identifier, got {value!r}")
         return value
 
 

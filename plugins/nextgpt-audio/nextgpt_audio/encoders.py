@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 import torch
 
 from nextgpt_core.imagebind import ImageBindEncoder, ImageBindEncoderConfig
@@ -15,10 +17,15 @@ __all__ = ["ImageBindAudioEncoder", "ImageBindAudioEncoderConfig"]
 
 
 class ImageBindAudioEncoderConfig(ImageBindEncoderConfig):
-    """ImageBind audio branch (clips averaged; the x20 logit scale bypassed as in the official encoder)."""
+    """ImageBind audio branch (clips averaged; the x20 logit scale bypassed as in the official encoder).
+
+    Attributes:
+        clips_per_video: clips of 2 s (3 for ImageBind; a sound of 2 s or less gives identical clips).
+    """
 
     modality: Literal["audio"] = "audio"
     clips: Literal[True] = True
+    clips_per_video: int = Field(default=3, ge=1, le=64)
 
 
 class ImageBindAudioEncoder(ImageBindEncoder):
@@ -28,4 +35,4 @@ class ImageBindAudioEncoder(ImageBindEncoder):
     config_class: ClassVar[type[ComponentConfig]] = ImageBindAudioEncoderConfig
 
     def preprocess(self, media: Any) -> torch.Tensor:
-        return preprocess_audio(media)
+        return preprocess_audio(media, clips_per_video=self.config.clips_per_video)  # type: ignore[attr-defined]

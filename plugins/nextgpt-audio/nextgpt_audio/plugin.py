@@ -1,6 +1,6 @@
 """Hook implementations of the audio plugin: names and numbers only (no torch import)."""
 
-from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, hookimpl
+from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, ToyWorldSpec, hookimpl
 
 CODE_LICENSE = "Apache-2.0"
 TINY_TRANSFORMER = {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_feedforward": 64}
@@ -55,3 +55,8 @@ def nextgpt_register_components(register):
         license="Apache-2.0 (code); CC-BY-NC-SA-4.0 (AudioLDM2 weights)",
         description="AudioLDM2: two conditioning sequences (T5 prompt_embeds + GPT-2 generated_prompt_embeds)",
     ))
+
+
+@hookimpl
+def nextgpt_register_toy_world(register):
+    register(ToyWorldSpec(modality="audio", target="nextgpt_audio.toy:AudioToyWorld", description="1 s tones: pitch, waveform, rhythm, glide"))

@@ -21,12 +21,14 @@ class ImageBindDepthEncoderConfig(ImageBindEncoderConfig):
     Attributes:
         depth_scale: file units per metre (1000: millimetres, Kinect-style 16-bit PNGs).
         is_disparity: the maps already hold disparity (no depth-to-disparity conversion).
+        image_size: side of the square map fed to the branch (224 for ImageBind; 32 for ``toy``).
     """
 
     modality: Literal["depth"] = "depth"
     clips: Literal[False] = False
     depth_scale: float = Field(default=1000.0, gt=0)
     is_disparity: bool = False
+    image_size: int = Field(default=224, ge=8, le=1024)
 
 
 class ImageBindDepthEncoder(ImageBindEncoder):
@@ -36,4 +38,5 @@ class ImageBindDepthEncoder(ImageBindEncoder):
     config_class: ClassVar[type[ComponentConfig]] = ImageBindDepthEncoderConfig
 
     def preprocess(self, media: Any) -> torch.Tensor:
-        return preprocess_depth(media, depth_scale=self.config.depth_scale, is_disparity=self.config.is_disparity)
+        c = self.config
+        return preprocess_depth(media, c.image_size, depth_scale=c.depth_scale, is_disparity=c.is_disparity)  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 """Hook implementations of the depth plugin (input only): names and numbers only (no torch import)."""
 
-from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, hookimpl
+from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, ToyWorldSpec, hookimpl
 
 CODE_LICENSE = "Apache-2.0"
 
@@ -31,3 +31,8 @@ def nextgpt_register_components(register):
         license="Apache-2.0 (code); CC-BY-NC-SA-4.0 (ImageBind weights)",
         description="ImageBind-huge depth branch (disparity), 1024-d",
     ))
+
+
+@hookimpl
+def nextgpt_register_toy_world(register):
+    register(ToyWorldSpec(modality="depth", target="nextgpt_depth.toy:DepthToyWorld", description="32x32 depth maps of a shape near or far"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 import torch
 
 from nextgpt_core.imagebind import ImageBindEncoder, ImageBindEncoderConfig
@@ -15,17 +17,23 @@ __all__ = ["ImageBindImageEncoder", "ImageBindImageEncoderConfig"]
 
 
 class ImageBindImageEncoderConfig(ImageBindEncoderConfig):
-    """ImageBind vision branch for single images (``size``: ``huge`` or ``tiny``; ``checkpoint``: imagebind_huge.pth)."""
+    """ImageBind vision branch for single images (``size``: ``huge``, ``tiny`` or ``toy``; ``checkpoint``:
+    imagebind_huge.pth).
+
+    Attributes:
+        image_size: side of the square the image is resized and cropped to (224 for ImageBind; 32 for ``toy``).
+    """
 
     modality: Literal["vision"] = "vision"
     clips: Literal[False] = False
+    image_size: int = Field(default=224, ge=8, le=1024)
 
 
 class ImageBindImageEncoder(ImageBindEncoder):
-    """``preprocess``: ``PIL.Image`` -> ``(3, 224, 224)`` (ImageBind's bicubic resize, center crop, CLIP norm);
-    ``forward``: ``(B, 3, 224, 224)`` -> ``(B, 1, out_dim)`` (1024 at ``huge``), L2-normalised."""
+    """``preprocess``: ``PIL.Image`` -> ``(3, S, S)``, ``S = image_size`` (224: ImageBind's bicubic resize, center
+    crop, CLIP norm); ``forward``: ``(B, 3, S, S)`` -> ``(B, 1, out_dim)`` (1024 at ``huge``), L2-normalised."""
 
     config_class: ClassVar[type[ComponentConfig]] = ImageBindImageEncoderConfig
 
     def preprocess(self, media: Any) -> torch.Tensor:
-        return preprocess_image(media)
+        return preprocess_image(media, size=self.config.image_size)  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 """Hook implementations of the image plugin: names and numbers only (no torch import)."""
 
-from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, hookimpl
+from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, ToyWorldSpec, hookimpl
 
 CODE_LICENSE = "Apache-2.0"
 #: the tiny output projector: the official architecture at toy width
@@ -56,3 +56,8 @@ def nextgpt_register_components(register):
         license="Apache-2.0 (code); CreativeML Open RAIL++-M (SD-2 weights)",
         description="Stable Diffusion 2, prompt_embeds 77x1024",
     ))
+
+
+@hookimpl
+def nextgpt_register_toy_world(register):
+    register(ToyWorldSpec(modality="image", target="nextgpt_image.toy:ImageToyWorld", description="32x32 pictures of one or two coloured shapes"))

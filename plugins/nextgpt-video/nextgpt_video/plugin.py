@@ -1,6 +1,6 @@
 """Hook implementations of the video plugin: names and numbers only (no torch import)."""
 
-from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, hookimpl
+from nextgpt_registry import ComponentChoice, ComponentSpec, ModalityPreset, ModalitySpec, ToyWorldSpec, hookimpl
 
 CODE_LICENSE = "Apache-2.0"
 TINY_TRANSFORMER = {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_feedforward": 64}
@@ -49,3 +49,8 @@ def nextgpt_register_components(register):
         license="Apache-2.0 (code); weights: the SD-1.5 base's and the motion adapter's licences",
         description="AnimateDiff (SD-1.5 UNet + motion adapter), prompt_embeds 77x768",
     ))
+
+
+@hookimpl
+def nextgpt_register_toy_world(register):
+    register(ToyWorldSpec(modality="video", target="nextgpt_video.toy:VideoToyWorld", description="8-frame 32x32 videos of a shape moving"))
