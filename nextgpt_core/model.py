@@ -487,6 +487,37 @@ class NextGPT(nn.Module):
                 decoder.load()
                 decoder.to(self.device)
 
+    # ------------------------------------------------------------------ LoRA
+    @property
+    def has_lora(self) -> bool:
+        """Whether the LLM is wrapped with LoRA adapters (peft)."""
+        from .lora import lora_state_dict
+
+        return bool(lora_state_dict(self.llm))
+
+    def enable_lora(self, settings: Any) -> list[str]:
+        """Wrap the LLM with LoRA (``settings``: a :class:`~nextgpt_core.composition.LoRASettings`) and record it in
+        the model's composition (``lora.enabled = true``, the settings and the resolved target modules), so that
+        checkpoints written afterwards say what they hold. Returns notes (one line each) saying what changed.
+
+        Raises:
+            ConfigError: the LLM is already wrapped, or a target module matches nothing.
+        """
+        import dataclasses
+
+        from .errors import ConfigError
+        from .lora import apply_lora, resolve_lora_targets
+
+        if self.has_lora:
+            raise ConfigError("the LLM already has LoRA adapters")
+        targets = resolve_lora_targets(self.llm, settings)
+        self.llm = apply_lora(self.llm, settings)
+        recorded = settings.model_copy(update={"enabled": True, "target_modules": tuple(targets)})
+        composition = self.composition.model_copy(update={"lora": recorded})
+        self.resolved = dataclasses.replace(self.resolved, composition=composition)
+        return [f"wrapped the LLM with LoRA (r={recorded.r}, alpha={recorded.alpha}, dropout={recorded.dropout}, "
+                f"targets {list(recorded.target_modules)})"]
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: "str | os.PathLike[str]", **metadata: Any) -> Path:
         """Write the trainable parts (projectors, LoRA, added-token rows) as one checkpoint, atomically."""

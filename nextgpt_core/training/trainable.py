@@ -422,18 +422,11 @@ def _is_peft(llm: Any) -> bool:
 
 
 def _wrap_lora(model: NextGPT) -> list[str]:
-    from ..lora import apply_lora
-
     settings = model.composition.lora
-    model.llm = apply_lora(model.llm, settings)
-    notes = [f"wrapped the LLM with LoRA (r={settings.r}, alpha={settings.alpha}, targets {list(settings.target_modules)})"]
+    notes = model.enable_lora(settings)
     if not settings.enabled:
-        # the model now has LoRA: record it in its composition, so checkpoints say `lora.enabled = true`
-        lora = settings.model_copy(update={"enabled": True})
-        composition = model.composition.model_copy(update={"lora": lora})
-        model.resolved = dataclasses.replace(model.resolved, composition=composition)
-        notes.append("the composition had `lora.enabled = false`; the model's composition now says true "
-                     "(load its checkpoints with a composition that enables LoRA)")
+        notes.append("the composition had `lora.enabled = false`; the model's composition now says true, and so do "
+                     "its checkpoints' manifests (`nextgpt generate --checkpoint` takes the LoRA settings from there)")
     return notes
 
 

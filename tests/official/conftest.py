@@ -44,6 +44,7 @@ enabled = true
 r = 4
 alpha = 8.0
 dropout = 0.1
+target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 [modalities.image]
 preset = "tiny"
