@@ -424,6 +424,12 @@ class Trainer:
             loss = loss + self.config.denoise_weight * sum(dn.values())
         return {"loss": loss, "lm": lm, "l2": l2, "denoise": dn, "backward": loss * self.world_size}
 
+    def _limit(self) -> int:
+        """The longest sequence a sample may have (``config.max_length``, else the model's limit)."""
+        return self.config.max_length or self.model.composition.generation.max_context_tokens or int(
+            getattr(self.model.llm.config, "max_position_embeddings", 2048)
+        )
+
     def _examples(self, samples: Sequence[TrainingSample]) -> list[Any]:
         return [
             build_example(self.model, s, media_loader=self.media_loader, max_length=self.config.max_length)
@@ -451,10 +457,11 @@ class Trainer:
 
         acc = self.accelerator
         examples = self._examples(samples)
+        truncated = 0 if empty else sum(e.truncated for e in examples)
         size = self.config.micro_batch_size or len(examples)
         batches = [collate_batch(examples[i : i + size]) for i in range(0, len(examples), size)]
         counts = self._global_counts(batches, empty)
-        out: dict[str, Any] = {"loss": 0.0, "lm": 0.0, "l2": {}, "denoise": {}}
+        out: dict[str, Any] = {"loss": 0.0, "lm": 0.0, "l2": {}, "denoise": {}, "truncated": float(truncated)}
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.loss_module):
@@ -547,6 +554,7 @@ class Trainer:
         if acc.log_with:
             acc.init_trackers(cfg.tracker_project, config=_flat_config(cfg))
         progress = _Progress(self.total_steps, self.step, cfg.progress and acc.is_main_process, cfg.log_every)
+        truncated_total = 0
         try:
             while self.step < stop:
                 started = time.perf_counter()
@@ -565,10 +573,12 @@ class Trainer:
                 self.step += 1
                 l2_names, dn_names = sorted(parts["l2"]), sorted(parts["denoise"])
                 reduced = self._reduce_sum(
-                    [parts["loss"], parts["lm"]]
+                    [parts["loss"], parts["lm"], parts["truncated"]]
                     + [parts["l2"][m] for m in l2_names]
                     + [parts["denoise"][m] for m in dn_names]
                 )
+                truncated = int(round(reduced.pop(2)))
+                truncated_total += truncated
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 row = {
                     "step": self.step,
@@ -579,6 +589,7 @@ class Trainer:
                     "denoise": dict(zip(dn_names, reduced[2 + len(l2_names) :])),
                     "lr": lr,
                     "samples": len(indices),
+                    "truncated": truncated,
                     "samples_per_s": len(indices) / elapsed,
                     "processes": self.world_size,
                 }
@@ -596,6 +607,9 @@ class Trainer:
             progress.close()
             if acc.log_with:
                 acc.end_training()
+            if truncated_total and acc.is_main_process:
+                print(f"note: {truncated_total} sample(s) in this run were longer than the limit of {self._limit()} "
+                      "positions and were cut at it (metrics.jsonl: 'truncated' per step)", file=sys.stderr, flush=True)
         return TrainResult(step=self.step, losses=losses, checkpoints=written, resumed_from=self.resume_dir,
                            start_step=self.start_step)
 
