@@ -95,6 +95,12 @@ class PromptSettings(_Strict):
         join_turns: the text between two media spans is one segment even across turns, the header and the
             generation prompt (the official v0 demo builds one string and splits it only at media); with
             ``bos = "every_segment"`` each such segment gets one BOS. Default: each turn's text is its own segment.
+        training_bos: the ``bos`` rule of training layouts (``None``: the same as ``bos``). The official v0 trains
+            with one BOS at the start and none after ``</Img>`` (``prompt_wrap``) but infers with one per segment.
+        user_prefix_apart: the first user turn's template text before ``{content}`` (``"### Human: "``) is tokenized
+            on its own when text follows it, as part of the same segment (no BOS between): official v0 training
+            encodes ``"### Human: "`` apart from the caption / question (``prompt_wrap``). In training this holds for
+            every sample; at inference for a conversation of one turn (the demo's first turn, ``"### Human:  {text}"``).
     """
 
     system: str = ""
@@ -106,6 +112,13 @@ class PromptSettings(_Strict):
     part_separator: str = " "
     strip_around_tokens: bool = False
     join_turns: bool = False
+    training_bos: Literal["start", "every_segment", "none"] | None = None
+    user_prefix_apart: bool = False
+
+    @property
+    def bos_in_training(self) -> str:
+        """The BOS rule training layouts use: ``training_bos``, else ``bos``."""
+        return self.training_bos or self.bos
 
     @model_validator(mode="after")
     def _placeholders(self) -> "PromptSettings":

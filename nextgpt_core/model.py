@@ -246,7 +246,7 @@ class NextGPT(nn.Module):
         for piece in pieces:
             if isinstance(piece, TextPiece):
                 ids = list(self._text_ids(piece.text))
-                if self.composition.prompt.bos == "every_segment" and bos is not None:
+                if self.composition.prompt.bos == "every_segment" and bos is not None and not piece.continues:
                     ids = [bos, *ids]
                 if ids:
                     chunks.append(embed(torch.tensor(ids, device=device)))
@@ -267,14 +267,16 @@ class NextGPT(nn.Module):
         Raises:
             ConversationError: the last turn alone does not fit.
         """
+        prompt = self.composition.prompt
         header, turns, footer = render_conversation(
             conversation,
-            self.composition.prompt,
+            prompt,
             modality_of=self.modality_of,
             wrappers=lambda key: self.tokens.wrappers[key],
             sum_items=lambda key: self.resolved.modalities[key].item_merge == "sum",
+            # the official demo's first turn ("### Human:  {text}"); with history it writes one string
+            prefix_apart=prompt.user_prefix_apart and len(conversation.turns) == 1,
         )
-        prompt = self.composition.prompt
         bos = self.tokenizer.bos_token_id
         start = [IdsPiece((bos,))] if prompt.bos == "start" and bos is not None else []
         limit = self.composition.generation.max_context_tokens or int(

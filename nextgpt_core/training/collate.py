@@ -163,7 +163,7 @@ class _Builder:
         self.chunks: list[torch.Tensor] = []
         self._pending: list[int] = []  # ids not embedded yet (one lookup per contiguous run of ids)
         bos = model.tokenizer.bos_token_id
-        self.segment_bos = bos if model.composition.prompt.bos == "every_segment" else None
+        self.segment_bos = bos if model.composition.prompt.bos_in_training == "every_segment" else None
 
     @property
     def room(self) -> int:
@@ -182,12 +182,13 @@ class _Builder:
         self._pending.extend(ids)
         self.labels.extend(ids if labelled else [IGNORE_INDEX] * len(ids))
 
-    def add_text(self, text: str, labelled: bool) -> None:
-        """Tokenized as :meth:`NextGPT.embed_pieces` does (a BOS first with ``bos = "every_segment"``, masked)."""
+    def add_text(self, text: str, labelled: bool, continues: bool = False) -> None:
+        """Tokenized as :meth:`NextGPT.embed_pieces` does (a BOS first with ``bos = "every_segment"``, masked,
+        unless the text ``continues`` the previous piece's segment)."""
         if self.room <= 0:  # past the limit: not even tokenized
             self.truncated = self.truncated or bool(text) or self.segment_bos is not None
             return
-        if self.segment_bos is not None:
+        if self.segment_bos is not None and not continues:
             self.add_ids([self.segment_bos], labelled=False)
         if text:
             self.add_ids(list(self.model._text_ids(text)), labelled)
@@ -214,7 +215,7 @@ class _Builder:
     def add_pieces(self, pieces: Sequence[Piece], labelled: bool = False) -> None:
         for piece in pieces:
             if isinstance(piece, TextPiece):
-                self.add_text(piece.text, labelled)
+                self.add_text(piece.text, labelled, piece.continues)
             elif isinstance(piece, IdsPiece):
                 self.add_ids(piece.ids, labelled)
             else:
@@ -282,6 +283,7 @@ def build_example(
         modality_of=model.modality_of,
         wrappers=lambda key: model.tokens.wrappers[key],
         sum_items=lambda key: model.resolved.modalities[key].item_merge == "sum",
+        prefix_apart=prompt.user_prefix_apart,  # official training: "### Human: " encoded apart (prompt_wrap)
     )
     targets_by_turn: dict[int, list[Any]] = {}
     for target in sample.targets:
@@ -302,7 +304,7 @@ def build_example(
     )
     b = _Builder(model, media_loader, limit)
     bos = model.tokenizer.bos_token_id
-    if prompt.bos == "start" and bos is not None:
+    if prompt.bos_in_training == "start" and bos is not None:
         b.add_ids([bos], labelled=False)
     b.add_pieces(header)
     before, after = prompt.assistant.split("{content}", 1)

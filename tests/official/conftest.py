@@ -28,6 +28,8 @@ assistant = "\\n### Assistant: {content}\\n"
 generation_prompt = "\\n### Assistant:"
 stop = ["###"]
 bos = "every_segment"
+training_bos = "start"
+user_prefix_apart = true
 strip_around_tokens = true
 join_turns = true
 
