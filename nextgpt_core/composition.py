@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nextgpt_registry import ComponentChoice, ModalitySpec, Registry, RegistryError, UnknownKeyError, resolve_target
 
@@ -178,13 +178,24 @@ class VocabularySettings(_Strict):
 
 
 class LoRASettings(_Strict):
-    """LoRA on the LLM (peft). Official stage 3: r 32, alpha 32, dropout 0.1 on q, k, v, o."""
+    """LoRA on the LLM (peft). Official stage 3: r 32, alpha 32, dropout 0.1 on q, k, v, o.
+
+    ``target_modules``: the layers' names; absent (``None``) = peft's default for the LLM's architecture
+    (``nextgpt_core.lora.default_target_modules``), so any LLM works without naming its layers.
+    """
 
     enabled: bool = False
     r: int = Field(default=8, ge=1)
     alpha: float = 16.0
     dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    target_modules: tuple[str, ...] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list wraps nothing; leave `target_modules` out for the architecture's default")
+        return value
 
 
 class ComponentSettings(_Strict):

@@ -9,12 +9,13 @@ what peft's ``"all-linear"`` and the official NExT-GPT new code (``find_all_line
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .composition import LoRASettings
 from .errors import ConfigError
 
-__all__ = ["apply_lora", "default_target_modules", "lora_state_dict", "resolve_lora_targets"]
+__all__ = ["apply_lora", "check_lora_targets", "default_target_modules", "lora_state_dict", "resolve_lora_targets"]
 
 
 def _linear_names(llm: Any) -> list[str]:
@@ -87,6 +88,27 @@ def apply_lora(llm: Any, settings: LoRASettings) -> Any:
     wrapped = get_peft_model(llm, config)
     wrapped.eval()
     return wrapped
+
+
+def check_lora_targets(resolved: Any) -> tuple[list[str] | None, str | None]:
+    """The LoRA targets of a resolved composition's LLM, checked on the ``meta`` device (its ``config.json`` or tiny
+    settings; no weights read): ``(targets, None)``, or ``(None, why not checked)`` when the LLM folder has no
+    ``config.json``. Stage 3 wraps the LLM with these settings even when ``lora.enabled = false``.
+
+    Raises:
+        ConfigError: a target matches no module of the LLM.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .official.layout import llm_config
+
+    settings = resolved.composition.llm
+    if settings.tiny is None and not (Path(settings.path or "") / "config.json").is_file():
+        return None, f"lora targets not checked: llm.path {settings.path!r} has no config.json"
+    with torch.device("meta"):
+        llm = AutoModelForCausalLM.from_config(llm_config(settings))
+    return resolve_lora_targets(llm, resolved.composition.lora), None
 
 
 def lora_state_dict(llm: Any) -> dict[str, Any]:

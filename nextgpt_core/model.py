@@ -387,7 +387,7 @@ class NextGPT(nn.Module):
                 want=list(want),
                 eos_ids=[self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [],
                 stop_strings=self.composition.prompt.stop,
-                decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+                decode=self._stop_text,
                 max_new_tokens=max_new,
                 sample=gen.do_sample if do_sample is None else do_sample,
                 temperature=gen.temperature if temperature is None else temperature,
@@ -421,6 +421,30 @@ class NextGPT(nn.Module):
             notices.append("cancelled: generation stopped early; runs not completed were dropped")
         return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled)
 
+    def _stop_text(self, ids: Sequence[int]) -> str:
+        """The text stop strings are looked for in: ``ids`` decoded with the tokenizer's special tokens kept (a stop
+        string may be one, e.g. ``<|im_end|>`` or ``<|eot_id|>``) and the modality tokens left out."""
+        added = self._added_ids
+        return self.tokenizer.decode([i for i in ids if i not in added], skip_special_tokens=False)
+
+    @functools.cached_property
+    def _added_ids(self) -> frozenset[int]:
+        return frozenset(self.tokens.added.values())
+
+    def _cut_at_stop(self, ids: list[int]) -> tuple[list[int], bool]:
+        """``(the ids before the first stop string, whether there was one)``; a stop string may be a special token."""
+        stops = [s for s in self.composition.prompt.stop if s]
+        if not stops or not any(s in self._stop_text(ids) for s in stops):
+            return ids, False
+        lo, hi = 0, len(ids)  # the shortest prefix whose text holds a stop string is ids[:hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in self._stop_text(ids[:mid]) for s in stops):
+                hi = mid
+            else:
+                lo = mid + 1
+        return ids[: hi - 1] if hi else [], True
+
     def _assemble(
         self,
         token_ids: list[int],
@@ -443,10 +467,15 @@ class NextGPT(nn.Module):
             nonlocal stopped
             if stopped:
                 return
-            text = self.tokenizer.decode([i for i in ids if i not in signal], skip_special_tokens=True)
+            clean = [i for i in ids if i not in signal]
+            text = self.tokenizer.decode(clean, skip_special_tokens=True)
             cut = min((text.find(s) for s in stops if s in text), default=-1)
             if cut >= 0:
                 text, stopped = text[:cut], True
+            else:  # a stop string that is a special token is only seen with special tokens kept
+                kept, stopped = self._cut_at_stop(clean)
+                if stopped:
+                    text = self.tokenizer.decode(kept, skip_special_tokens=True)
             if text.strip():
                 parts.append(Text(text.strip()))
 
