@@ -86,7 +86,8 @@ class PromptSettings(_Strict):
         user: template of a user turn.
         assistant: template of an earlier assistant turn (history).
         generation_prompt: appended after the last user turn; the reply continues it.
-        stop: strings that end the reply (searched in the decoded reply text, signal tokens left out).
+        stop: strings that end the reply (searched in the decoded reply text, modality tokens left out and special
+            tokens kept, so ``<|im_end|>`` works).
         bos: ``"start"`` (one BOS at the start), ``"every_segment"`` (a BOS before every text segment, as the
             official v0 demo does) or ``"none"``.
         part_separator: text between the parts of one turn.
