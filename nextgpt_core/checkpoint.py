@@ -153,9 +153,9 @@ def load_checkpoint(model: "NextGPT", directory: "str | os.PathLike[str]") -> di
     lora_file = directory / "lora" / "adapter.safetensors"
     if lora_file.is_file():
         state = read_safetensors(lora_file)
+        if not model.has_lora:  # the composition has no LoRA: wrap the LLM as the checkpoint's run did
+            model.enable_lora(_lora_settings(directory, manifest))
         own = lora_state_dict(model.llm)
-        if not own:
-            raise CheckpointError(f"{lora_file}: the checkpoint has LoRA weights but the composition has `lora.enabled = false`")
         _check_same_keys(own, state, str(lora_file))
         model.llm.load_state_dict(state, strict=False)
     embeddings_file = directory / "embeddings" / EMBEDDINGS_FILE
@@ -234,6 +234,29 @@ def _load_into(component: Component, directory: Path) -> None:
             f"a {type(component).__name__} {component.config.model_dump()}"
         )
     load_state_strict(component, loaded.state_dict(), where=str(directory))  # type: ignore[arg-type,attr-defined]
+
+
+def _lora_settings(directory: Path, manifest: dict[str, Any]) -> Any:
+    """The LoRA settings a checkpoint was trained with: ``lora/config.json``, else the manifest's composition."""
+    from pydantic import ValidationError
+
+    from .composition import LoRASettings
+
+    config = directory / "lora" / "config.json"
+    candidates = []
+    if config.is_file():
+        try:
+            candidates.append(json.loads(config.read_text()))
+        except ValueError:
+            pass
+    candidates.append((manifest.get("composition_settings") or {}).get("lora"))
+    for data in candidates:
+        try:
+            return LoRASettings.model_validate(data).model_copy(update={"enabled": True})
+        except ValidationError:
+            continue
+    raise CheckpointError(f"{directory}: the checkpoint has LoRA weights but neither lora/config.json nor the manifest "
+                          "says how they were made (r, alpha, target modules)")
 
 
 def _check_same_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str) -> None:

@@ -105,11 +105,16 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 @compose_app.command("validate")
 @_guard
 def compose_validate(file: Path = typer.Argument(..., help="A composition TOML file (or a built-in name).")) -> None:
-    """Check a composition: keys, names, and that every projector fits its encoder, the LLM and its decoder."""
+    """Check a composition: keys, names, that every projector fits its encoder, the LLM and its decoder, and that
+    the LoRA target modules exist in the LLM (built on the meta device from its config.json)."""
     from .composition import resolve_composition
+    from .hf_loading import quiet_transformers
+    from .lora import check_lora_targets
 
     resolved = resolve_composition(str(file))
-    for note in resolved.notes:
+    with quiet_transformers():
+        _, unchecked = check_lora_targets(resolved)
+    for note in [*resolved.notes, *([unchecked] if unchecked else [])]:
         typer.echo(f"note: {note}", err=True)
     mods = ", ".join(resolved.modalities) or "(no modalities)"
     typer.echo(f"ok: composition {resolved.composition.name!r}: LLM hidden {resolved.llm_hidden_size}; modalities: {mods}")

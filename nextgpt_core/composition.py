@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nextgpt_registry import ComponentChoice, ModalitySpec, Registry, RegistryError, UnknownKeyError, resolve_target
 
@@ -86,7 +86,8 @@ class PromptSettings(_Strict):
         user: template of a user turn.
         assistant: template of an earlier assistant turn (history).
         generation_prompt: appended after the last user turn; the reply continues it.
-        stop: strings that end the reply (searched in the decoded reply text, signal tokens left out).
+        stop: strings that end the reply (searched in the decoded reply text, modality tokens left out and special
+            tokens kept, so ``<|im_end|>`` works).
         bos: ``"start"`` (one BOS at the start), ``"every_segment"`` (a BOS before every text segment, as the
             official v0 demo does) or ``"none"``.
         part_separator: text between the parts of one turn.
@@ -95,6 +96,12 @@ class PromptSettings(_Strict):
         join_turns: the text between two media spans is one segment even across turns, the header and the
             generation prompt (the official v0 demo builds one string and splits it only at media); with
             ``bos = "every_segment"`` each such segment gets one BOS. Default: each turn's text is its own segment.
+        training_bos: the ``bos`` rule of training layouts (``None``: the same as ``bos``). The official v0 trains
+            with one BOS at the start and none after ``</Img>`` (``prompt_wrap``) but infers with one per segment.
+        user_prefix_apart: the first user turn's template text before ``{content}`` (``"### Human: "``) is tokenized
+            on its own when text follows it, as part of the same segment (no BOS between): official v0 training
+            encodes ``"### Human: "`` apart from the caption / question (``prompt_wrap``). In training this holds for
+            every sample; at inference for a conversation of one turn (the demo's first turn, ``"### Human:  {text}"``).
     """
 
     system: str = ""
@@ -106,6 +113,13 @@ class PromptSettings(_Strict):
     part_separator: str = " "
     strip_around_tokens: bool = False
     join_turns: bool = False
+    training_bos: Literal["start", "every_segment", "none"] | None = None
+    user_prefix_apart: bool = False
+
+    @property
+    def bos_in_training(self) -> str:
+        """The BOS rule training layouts use: ``training_bos``, else ``bos``."""
+        return self.training_bos or self.bos
 
     @model_validator(mode="after")
     def _placeholders(self) -> "PromptSettings":
@@ -165,13 +179,24 @@ class VocabularySettings(_Strict):
 
 
 class LoRASettings(_Strict):
-    """LoRA on the LLM (peft). Official stage 3: r 32, alpha 32, dropout 0.1 on q, k, v, o."""
+    """LoRA on the LLM (peft). Official stage 3: r 32, alpha 32, dropout 0.1 on q, k, v, o.
+
+    ``target_modules``: the layers' names; absent (``None``) = peft's default for the LLM's architecture
+    (``nextgpt_core.lora.default_target_modules``), so any LLM works without naming its layers.
+    """
 
     enabled: bool = False
     r: int = Field(default=8, ge=1)
     alpha: float = 16.0
     dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    target_modules: tuple[str, ...] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list wraps nothing; leave `target_modules` out for the architecture's default")
+        return value
 
 
 class ComponentSettings(_Strict):

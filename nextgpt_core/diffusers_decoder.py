@@ -230,6 +230,18 @@ class DiffusersDecoder(Decoder):
         if self.pipe is not None and torch.cuda.is_available():
             self.pipe.enable_model_cpu_offload()
 
+    def torch_modules(self) -> list[torch.nn.Module]:
+        """The loaded pipeline's torch modules (UNet, VAE, text encoders, vocoder, ...), each once; empty while
+        not loaded."""
+        pipe = self._shared_pipe
+        if pipe is None:
+            return []
+        seen: dict[int, torch.nn.Module] = {}
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                seen.setdefault(id(module), module)
+        return list(seen.values())
+
     def _state_module(self) -> None:
         # frozen decoder weights are never saved in nextgpt checkpoints: the composition references them by path
         return None

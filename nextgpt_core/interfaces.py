@@ -339,15 +339,33 @@ class Decoder(Component, ABC):
         return self._loaded
 
     def load(self) -> "Decoder":
-        """Load the heavy parts (idempotent, thread-safe) and cache the unconditional conditioning."""
+        """Load the heavy parts (idempotent, thread-safe), :meth:`freeze` them and cache the unconditional
+        conditioning."""
         with self._load_lock:
             if not self._loaded:
                 self._load()
+                self.freeze()
                 with torch.no_grad():
                     uncond = self.encode_unconditional()
                 self._check(uncond, batch=1, what="encode_unconditional()")
                 self._unconditional = {k: v.detach() for k, v in uncond.items()}
                 self._loaded = True
+        return self
+
+    def torch_modules(self) -> list[nn.Module]:
+        """The loaded torch modules of this decoder (UNet, VAE, text encoders, vocoder, ...), each once; empty while
+        not loaded. The default is :meth:`_state_module` (when it is a module); pipeline decoders list their
+        pipeline's modules."""
+        module = self._state_module()
+        return [module] if isinstance(module, nn.Module) else []
+
+    def freeze(self) -> "Decoder":
+        """Make the decoder frozen: ``requires_grad = False`` and eval mode on every module of
+        :meth:`torch_modules`. Decoders never train; :meth:`load` calls this, and so does every training stage
+        (``training.trainable.apply_stage``). Idempotent; a no-op while nothing is loaded. Returns ``self``."""
+        for module in self.torch_modules():
+            module.requires_grad_(False)
+            module.eval()
         return self
 
     def unload(self) -> None:

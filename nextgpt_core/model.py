@@ -252,7 +252,7 @@ class NextGPT(nn.Module):
         for piece in pieces:
             if isinstance(piece, TextPiece):
                 ids = list(self._text_ids(piece.text))
-                if self.composition.prompt.bos == "every_segment" and bos is not None:
+                if self.composition.prompt.bos == "every_segment" and bos is not None and not piece.continues:
                     ids = [bos, *ids]
                 if ids:
                     chunks.append(embed(torch.tensor(ids, device=device)))
@@ -273,14 +273,16 @@ class NextGPT(nn.Module):
         Raises:
             ConversationError: the last turn alone does not fit.
         """
+        prompt = self.composition.prompt
         header, turns, footer = render_conversation(
             conversation,
-            self.composition.prompt,
+            prompt,
             modality_of=self.modality_of,
             wrappers=lambda key: self.tokens.wrappers[key],
             sum_items=lambda key: self.resolved.modalities[key].item_merge == "sum",
+            # the official demo's first turn ("### Human:  {text}"); with history it writes one string
+            prefix_apart=prompt.user_prefix_apart and len(conversation.turns) == 1,
         )
-        prompt = self.composition.prompt
         bos = self.tokenizer.bos_token_id
         start = [IdsPiece((bos,))] if prompt.bos == "start" and bos is not None else []
         limit = self.composition.generation.max_context_tokens or int(
@@ -391,7 +393,7 @@ class NextGPT(nn.Module):
                 want=list(want),
                 eos_ids=[self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [],
                 stop_strings=self.composition.prompt.stop,
-                decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+                decode=self._stop_text,
                 max_new_tokens=max_new,
                 sample=gen.do_sample if do_sample is None else do_sample,
                 temperature=gen.temperature if temperature is None else temperature,
@@ -425,6 +427,30 @@ class NextGPT(nn.Module):
             notices.append("cancelled: generation stopped early; runs not completed were dropped")
         return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled)
 
+    def _stop_text(self, ids: Sequence[int]) -> str:
+        """The text stop strings are looked for in: ``ids`` decoded with the tokenizer's special tokens kept (a stop
+        string may be one, e.g. ``<|im_end|>`` or ``<|eot_id|>``) and the modality tokens left out."""
+        added = self._added_ids
+        return self.tokenizer.decode([i for i in ids if i not in added], skip_special_tokens=False)
+
+    @functools.cached_property
+    def _added_ids(self) -> frozenset[int]:
+        return frozenset(self.tokens.added.values())
+
+    def _cut_at_stop(self, ids: list[int]) -> tuple[list[int], bool]:
+        """``(the ids before the first stop string, whether there was one)``; a stop string may be a special token."""
+        stops = [s for s in self.composition.prompt.stop if s]
+        if not stops or not any(s in self._stop_text(ids) for s in stops):
+            return ids, False
+        lo, hi = 0, len(ids)  # the shortest prefix whose text holds a stop string is ids[:hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in self._stop_text(ids[:mid]) for s in stops):
+                hi = mid
+            else:
+                lo = mid + 1
+        return ids[: hi - 1] if hi else [], True
+
     def _assemble(
         self,
         token_ids: list[int],
@@ -447,10 +473,15 @@ class NextGPT(nn.Module):
             nonlocal stopped
             if stopped:
                 return
-            text = self.tokenizer.decode([i for i in ids if i not in signal], skip_special_tokens=True)
+            clean = [i for i in ids if i not in signal]
+            text = self.tokenizer.decode(clean, skip_special_tokens=True)
             cut = min((text.find(s) for s in stops if s in text), default=-1)
             if cut >= 0:
                 text, stopped = text[:cut], True
+            else:  # a stop string that is a special token is only seen with special tokens kept
+                kept, stopped = self._cut_at_stop(clean)
+                if stopped:
+                    text = self.tokenizer.decode(kept, skip_special_tokens=True)
             if text.strip():
                 parts.append(Text(text.strip()))
 
@@ -492,6 +523,37 @@ class NextGPT(nn.Module):
             if not decoder.is_loaded:
                 decoder.load()
                 decoder.to(self.device)
+
+    # ------------------------------------------------------------------ LoRA
+    @property
+    def has_lora(self) -> bool:
+        """Whether the LLM is wrapped with LoRA adapters (peft)."""
+        from .lora import lora_state_dict
+
+        return bool(lora_state_dict(self.llm))
+
+    def enable_lora(self, settings: Any) -> list[str]:
+        """Wrap the LLM with LoRA (``settings``: a :class:`~nextgpt_core.composition.LoRASettings`) and record it in
+        the model's composition (``lora.enabled = true``, the settings and the resolved target modules), so that
+        checkpoints written afterwards say what they hold. Returns notes (one line each) saying what changed.
+
+        Raises:
+            ConfigError: the LLM is already wrapped, or a target module matches nothing.
+        """
+        import dataclasses
+
+        from .errors import ConfigError
+        from .lora import apply_lora, resolve_lora_targets
+
+        if self.has_lora:
+            raise ConfigError("the LLM already has LoRA adapters")
+        targets = resolve_lora_targets(self.llm, settings)
+        self.llm = apply_lora(self.llm, settings)
+        recorded = settings.model_copy(update={"enabled": True, "target_modules": tuple(targets)})
+        composition = self.composition.model_copy(update={"lora": recorded})
+        self.resolved = dataclasses.replace(self.resolved, composition=composition)
+        return [f"wrapped the LLM with LoRA (r={recorded.r}, alpha={recorded.alpha}, dropout={recorded.dropout}, "
+                f"targets {list(recorded.target_modules)})"]
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: "str | os.PathLike[str]", **metadata: Any) -> Path:

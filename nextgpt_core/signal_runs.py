@@ -42,7 +42,8 @@ class SignalRunController:
         want: modalities that must appear in the reply, in order.
         eos_ids: ids that end generation.
         stop_strings: strings that end the reply, found in the decoded reply text (signal tokens left out).
-        decode: ids -> text (the tokenizer's decode, special tokens skipped); needed with ``stop_strings``.
+        decode: ids -> text in which stop strings are looked for (``NextGPT`` keeps the tokenizer's special tokens,
+            so a stop string may be one, and leaves the modality tokens out); needed with ``stop_strings``.
         max_new_tokens: the budget of this call.
         sample: sample (with ``generator``) instead of taking the arg-max.
         temperature, top_k, top_p: sampling settings (applied here, not by transformers' warpers).

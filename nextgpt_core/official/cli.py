@@ -63,7 +63,8 @@ def params_command(
     composition: str = typer.Option("nextgpt-v0", "--composition", "-c", help="Built-in name or TOML path."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Parameters of every component, total and trainable, built on the meta device (no weights read)."""
+    """Parameters of every component, total and what each training stage trains, built on the meta device (no
+    weights read)."""
     from ..diffusers_decoder import quiet_library_notices
     from ..hf_loading import quiet_transformers
     from .params import count_parameters
@@ -73,13 +74,18 @@ def params_command(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
-    typer.echo(f"composition {report.composition!r} (built on the meta device)")
-    typer.echo(f"  {'component':<42} {'parameters':>15} {'trainable':>13} {'fp16 GiB':>9}")
+    stages = report.stages
+    heads = "".join(f" {f'stage {s}':>13}" for s in stages)
+    typer.echo(f"composition {report.composition!r} (built on the meta device; stage N: what `nextgpt train --stage N` trains)")
+    typer.echo(f"  {'component':<42} {'parameters':>15}{heads} {'fp16 GiB':>9}")
     for c in report.components:
         share = "" if c.counted else "  (shared, not summed)"
-        typer.echo(f"  {c.name:<42} {c.total:>15,} {c.trainable:>13,} {c.fp16_gib:>9.2f}  {c.note}{share}")
-    typer.echo(f"  {'total':<42} {report.total:>15,} {report.trainable:>13,} {report.total * 2 / 2**30:>9.2f}")
-    typer.echo(f"trainable fraction: {report.fraction:.2%}")
+        cells = "".join(f" {c.stages.get(s, 0):>13,}" for s in stages)
+        typer.echo(f"  {c.name:<42} {c.total:>15,}{cells} {c.fp16_gib:>9.2f}  {c.note}{share}")
+    totals = "".join(f" {n:>13,}" for n in stages.values())
+    typer.echo(f"  {'total':<42} {report.total:>15,}{totals} {report.total * 2 / 2**30:>9.2f}")
+    fractions = ", ".join(f"stage {s} {n / report.total:.2%}" for s, n in stages.items()) if report.total else "-"
+    typer.echo(f"trainable fraction: {fractions}")
 
 
 @contextlib.contextmanager

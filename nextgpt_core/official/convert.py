@@ -48,8 +48,14 @@ def read_official_file(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor
         raise CheckpointError(f"{path}: empty file, not a PyTorch checkpoint")
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):  # neither torch.save's zip nor legacy pickle
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (not a torch.save file, nor a truncated one)")
+    if not zipfile.is_zipfile(path):
+        if head == b"PK\x03\x04":  # a zip archive's first entry but no central directory at the end: cut short
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint: a truncated torch.save file ({path.stat().st_size:,} bytes, "
+                "the zip archive's end is missing); download or copy it again"
+            )
+        if not head.startswith(b"\x80"):  # neither torch.save's zip nor a legacy pickle
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

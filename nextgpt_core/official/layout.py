@@ -102,8 +102,9 @@ def token_plan(resolved: ResolvedComposition, config: Any) -> tuple[dict[str, in
     return added, max(vocab, first + len(wanted))
 
 
-def build_meta_llm(resolved: ResolvedComposition, rows: int) -> Any:
-    """The composition's LLM on the ``meta`` device, resized to ``rows`` and LoRA-wrapped as the composition says."""
+def build_meta_llm(resolved: ResolvedComposition, rows: int, *, lora: bool | None = None) -> Any:
+    """The composition's LLM on the ``meta`` device, resized to ``rows`` and LoRA-wrapped as the composition says
+    (``lora=True``: wrapped with its ``[lora]`` settings even when ``enabled = false``, as training stage 3 does)."""
     from transformers import AutoModelForCausalLM
 
     comp = resolved.composition
@@ -112,7 +113,7 @@ def build_meta_llm(resolved: ResolvedComposition, rows: int) -> Any:
         llm = AutoModelForCausalLM.from_config(config)
         if llm.get_input_embeddings().weight.shape[0] != rows:
             llm.resize_token_embeddings(rows, mean_resizing=False)
-        if comp.lora.enabled:
+        if comp.lora.enabled if lora is None else lora:
             from ..lora import apply_lora
 
             llm = apply_lora(llm, comp.lora)

@@ -1,8 +1,10 @@
 """``nextgpt params``: parameters of every component of a composition, total and trainable, built on the ``meta``
 device (no weights read, nothing allocated), with the trainable fraction and the fp16 size of each part.
 
-Trainable = what nextgpt trains for the composition (the official stage 3): the LoRA adapters, every input and
-output projector, and the added tokens' rows of the input embedding and the LM head. Everything else is frozen.
+Trainable = what ``nextgpt train --stage N`` trains, per stage (the stage specs of
+:data:`nextgpt_core.training.trainable.STAGES`): stage 1 the input projectors and the wrapper tokens' input rows,
+stage 2 the output projectors and the signal tokens' input and LM-head rows, stage 3 LoRA, every projector and the
+rows of both. Everything else is frozen. The ``trainable`` column and total are stage 3's, the largest set.
 Local weight folders that are not set are replaced by the bundled full-size configs (:mod:`.paths`), so
 ``nextgpt params --composition nextgpt-v0`` works with no weights at all.
 """
@@ -32,6 +34,7 @@ class ComponentCount:
     trainable: int
     note: str = ""
     counted: bool = True  # False: the parameters are another component's (shared), left out of the sum
+    stages: dict[int, int] = field(default_factory=dict)  # {stage: parameters that stage trains}; trainable = stage 3's
 
     @property
     def fp16_gib(self) -> float:
@@ -62,6 +65,12 @@ class ParamReport:
     def by_name(self) -> dict[str, ComponentCount]:
         return {c.name: c for c in self.components}
 
+    @property
+    def stages(self) -> dict[int, int]:
+        """``{stage: parameters that stage trains}`` (shared parameters once)."""
+        numbers = sorted({s for c in self.components for s in c.stages})
+        return {s: sum(c.stages.get(s, 0) for c in self.components if c.counted) for s in numbers}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "composition": self.composition,
@@ -69,6 +78,7 @@ class ParamReport:
             "total": self.total,
             "trainable": self.trainable,
             "trainable_fraction": self.fraction,
+            "stages": {str(s): n for s, n in self.stages.items()},
         }
 
 
@@ -159,35 +169,66 @@ def _decoder_count(key: str, component: Any) -> ComponentCount:
     return ComponentCount(name, "decoder", 0, 0, f"not counted: no model_index.json at {path!r}")
 
 
+def _lora_targets(llm: Any, settings: Any) -> list[str]:
+    """The modules the (meta) LLM's LoRA wraps: the composition's list, else what peft recorded."""
+    if settings.target_modules:
+        return list(settings.target_modules)
+    config = getattr(llm, "peft_config", {}).get("default")
+    return sorted(getattr(config, "target_modules", None) or [])
+
+
 def count_parameters(resolved: ResolvedComposition) -> ParamReport:
     """Count every component of ``resolved`` on the meta device (see the module docstring for "trainable")."""
     from .layout import build_meta_llm, llm_config, token_plan
 
+    from ..training.trainable import STAGES
+
     comp = resolved.composition
     report = ParamReport(comp.name)
     added, rows = token_plan(resolved, llm_config(comp.llm))
-    llm = build_meta_llm(resolved, rows)
+    llm = build_meta_llm(resolved, rows, lora=True)  # stage 3 trains LoRA whatever `lora.enabled` says
     lora = sum(p.numel() for n, p in llm.named_parameters() if "lora_" in n)
     base = _numel(llm) - lora
     emb = llm.get_input_embeddings().weight
     head = llm.get_output_embeddings()
     tied = head is None or head.weight is emb
     hidden = emb.shape[1]
-    new_rows = len(added) * hidden * (1 if tied else 2)
-    inner = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    groups = {
+        "wrappers": {t for m in resolved.modalities.values() for t in (m.wrapper_tokens or ())},
+        "signals": {t for m in resolved.modalities.values() for t in m.signal_tokens},
+    }
+
+    def row_count(spec: Any) -> int:
+        embed = set().union(*(groups[g] for g in spec.embed_rows))
+        head_rows = set().union(*(groups[g] for g in spec.head_rows))
+        return (len(embed | head_rows) if tied else len(embed) + len(head_rows)) * hidden
+
+    def by_stage(rule: Any) -> dict[int, int]:
+        return {number: rule(spec) for number, spec in STAGES.items()}
+
+    llm_stages = by_stage(row_count)
+    last = max(STAGES)
+    where = "embed_tokens" if tied else "embed_tokens and lm_head"
     report.components.append(ComponentCount(
-        f"llm {type(inner).__name__}", "llm", base, new_rows,
-        f"{rows} rows x {hidden}; trainable: the {len(added)} added tokens' rows of embed_tokens{'' if tied else ' and lm_head'}",
+        f"llm {type(llm.get_base_model() if hasattr(llm, 'get_base_model') else llm).__name__}", "llm", base,
+        llm_stages[last], f"{rows} rows x {hidden}; trained: rows of the {len(added)} added tokens in {where}",
+        stages=llm_stages,
     ))
     if lora:
-        report.components.append(ComponentCount(f"lora r={comp.lora.r}", "lora", lora, lora, ", ".join(comp.lora.target_modules)))
+        report.components.append(ComponentCount(
+            f"lora r={comp.lora.r}", "lora", lora, lora,
+            ", ".join(_lora_targets(llm, comp.lora)) + ("" if comp.lora.enabled else " (added by stage 3)"),
+            stages=by_stage(lambda spec: lora if spec.lora else 0),
+        ))
     report.components.extend(_encoder_counts(resolved))
 
     def projector(name: str, role: str, component: Any) -> None:
         klass = resolve_target(component.target)
         with torch.device("meta"):
             n = _numel(klass.from_options(component.options))
-        report.components.append(ComponentCount(name, role, n, n, component.id))
+        flag = "input_projectors" if role == "input_projector" else "output_projectors"
+        report.components.append(ComponentCount(name, role, n, n, component.id,
+                                                stages=by_stage(lambda spec: n if getattr(spec, flag) else 0)))
 
     if resolved.shared_input_projector is not None:
         projector("input_projector shared", "input_projector", resolved.shared_input_projector)

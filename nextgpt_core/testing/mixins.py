@@ -203,6 +203,20 @@ class DecoderTesterMixin(_ComponentTester):
         again = decoder.unconditional()
         assert all(first[k] is again[k] for k in first), "unconditional conditioning must be computed once and cached"
 
+    def test_loaded_decoder_is_frozen_and_lists_its_modules(self) -> None:
+        """After ``load()`` every module of ``torch_modules()`` has no trainable parameter and is in eval mode, and
+        ``freeze()`` restores that after someone switched them on (what every training stage relies on)."""
+        decoder = self.make().load()
+        modules = decoder.torch_modules()
+        params = [p for m in modules for p in m.parameters()]
+        assert not [p for p in params if p.requires_grad]
+        assert not [m for top in modules for m in top.modules() if m.training]
+        for m in modules:
+            m.requires_grad_(True).train()
+        assert decoder.freeze() is decoder
+        assert not [p for p in params if p.requires_grad]
+        assert not [m for top in modules for m in top.modules() if m.training]
+
     def test_generates_one_item_per_row_and_is_seeded(self) -> None:
         decoder = self.make()
         out = self.run(decoder)

@@ -105,6 +105,7 @@ class TrainingExample:
             :data:`IGNORE_INDEX`; not shifted.
         signal_spans: one :class:`SignalSpan` per target, in sequence order.
         sample_id: the sample's id (for logs).
+        truncated: the sample was longer than the limit and was cut at it (see :func:`build_example`).
     """
 
     inputs_embeds: torch.Tensor
@@ -112,6 +113,7 @@ class TrainingExample:
     labels: torch.Tensor
     signal_spans: list[SignalSpan] = field(default_factory=list)
     sample_id: str = ""
+    truncated: bool = False
 
     @property
     def length(self) -> int:
@@ -146,11 +148,14 @@ class Batch:
 
 
 class _Builder:
-    """Accumulates ids, labels and embedding chunks of one sequence."""
+    """Accumulates ids, labels and embedding chunks of one sequence, at most ``limit`` positions: what would go past
+    it is dropped before it is embedded (media past it are never loaded or encoded) and ``truncated`` is set."""
 
-    def __init__(self, model: NextGPT, media_loader: MediaLoader | None) -> None:
+    def __init__(self, model: NextGPT, media_loader: MediaLoader | None, limit: int) -> None:
         self.model = model
         self.loader = media_loader
+        self.limit = limit
+        self.truncated = False
         self.embed = model.llm.get_input_embeddings()
         self.device = self.embed.weight.device
         self.ids: list[int] = []
@@ -158,7 +163,12 @@ class _Builder:
         self.chunks: list[torch.Tensor] = []
         self._pending: list[int] = []  # ids not embedded yet (one lookup per contiguous run of ids)
         bos = model.tokenizer.bos_token_id
-        self.segment_bos = bos if model.composition.prompt.bos == "every_segment" else None
+        self.segment_bos = bos if model.composition.prompt.bos_in_training == "every_segment" else None
+
+    @property
+    def room(self) -> int:
+        """Positions left before the limit."""
+        return self.limit - len(self.ids)
 
     def _flush(self) -> None:
         if self._pending:
@@ -166,20 +176,31 @@ class _Builder:
             self._pending = []
 
     def add_ids(self, ids: Sequence[int], labelled: bool) -> None:
+        if len(ids) > self.room:
+            ids, self.truncated = list(ids)[: max(self.room, 0)], True
         self.ids.extend(ids)
         self._pending.extend(ids)
         self.labels.extend(ids if labelled else [IGNORE_INDEX] * len(ids))
 
-    def add_text(self, text: str, labelled: bool) -> None:
-        """Tokenized as :meth:`NextGPT.embed_pieces` does (a BOS first with ``bos = "every_segment"``, masked)."""
-        if self.segment_bos is not None:
+    def add_text(self, text: str, labelled: bool, continues: bool = False) -> None:
+        """Tokenized as :meth:`NextGPT.embed_pieces` does (a BOS first with ``bos = "every_segment"``, masked,
+        unless the text ``continues`` the previous piece's segment)."""
+        if self.room <= 0:  # past the limit: not even tokenized
+            self.truncated = self.truncated or bool(text) or self.segment_bos is not None
+            return
+        if self.segment_bos is not None and not continues:
             self.add_ids([self.segment_bos], labelled=False)
         if text:
             self.add_ids(list(self.model._text_ids(text)), labelled)
 
     def add_media(self, piece: MediaPiece) -> None:
+        if self.room <= 0:
+            self.truncated = True
+            return
         items = tuple(self._load(m) for m in piece.items)
         projected = self.model.project_media(items, piece.modality)  # (n, H), autograd through the projector
+        if projected.shape[0] > self.room:
+            projected, self.truncated = projected[: self.room], True
         self._flush()
         self.chunks.append(projected)
         self.ids.extend([MEDIA_ID] * projected.shape[0])
@@ -194,7 +215,7 @@ class _Builder:
     def add_pieces(self, pieces: Sequence[Piece], labelled: bool = False) -> None:
         for piece in pieces:
             if isinstance(piece, TextPiece):
-                self.add_text(piece.text, labelled)
+                self.add_text(piece.text, labelled, piece.continues)
             elif isinstance(piece, IdsPiece):
                 self.add_ids(piece.ids, labelled)
             else:
@@ -202,6 +223,8 @@ class _Builder:
 
     def finish(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self._flush()
+        if not self.chunks:  # a limit of 0 positions
+            raise DatasetError("nothing of the sample fits a limit of 0 positions")
         embeds = torch.cat(self.chunks, dim=0).to(self.model.dtype).unsqueeze(0)
         ids = torch.tensor(self.ids, dtype=torch.long, device=self.device).unsqueeze(0)
         labels = torch.tensor(self.labels, dtype=torch.long, device=self.device).unsqueeze(0)
@@ -220,8 +243,11 @@ def _emit_runs(
         segment = ""
         ids = model.tokens.signals[t.modality]
         start = len(b.ids)
-        b.add_ids(ids, labelled=True)
-        spans.append(SignalSpan(t.modality, start, start + len(ids), t.target_id, t.caption, t.media_path))
+        if b.room >= len(ids):
+            b.add_ids(ids, labelled=True)
+            spans.append(SignalSpan(t.modality, start, start + len(ids), t.target_id, t.caption, t.media_path))
+        else:  # the run does not fit: its first ids stay as input, unlabelled (a partial run is never a target)
+            b.add_ids(ids, labelled=False)
     return segment
 
 
@@ -239,11 +265,14 @@ def build_example(
         sample: the sample; its media parts are decoded with ``media_loader`` (else read by the model's ``MediaIO``).
         media_loader: decodes lazy media through their plugins (:class:`~nextgpt_core.training.data.MediaLoader`).
         max_length: longest allowed ``L`` (default: the composition's ``generation.max_context_tokens``, else the
-            LLM's ``max_position_embeddings``).
+            LLM's ``max_position_embeddings``). A longer sample is cut at ``max_length`` positions, as the official
+            loaders cut theirs (the new code keeps the first ``model_max_length`` positions): text and media past the
+            limit are dropped before they are embedded, a signal run that does not fit whole is no target (its ids
+            that fit stay unlabelled), and the example says ``truncated``.
 
     Raises:
-        DatasetError: a target names a turn that is not an assistant turn, a part index out of range, a modality
-            the model cannot generate, or the sequence is longer than ``max_length`` (naming the sample).
+        DatasetError: a target names a turn that is not an assistant turn, a part index out of range, or a modality
+            the model cannot generate (naming the sample).
     """
     where = sample.sample_id or f"{sample.source[0]}:{sample.source[1]}"
     prompt = model.composition.prompt
@@ -254,6 +283,7 @@ def build_example(
         modality_of=model.modality_of,
         wrappers=lambda key: model.tokens.wrappers[key],
         sum_items=lambda key: model.resolved.modalities[key].item_merge == "sum",
+        prefix_apart=prompt.user_prefix_apart,  # official training: "### Human: " encoded apart (prompt_wrap)
     )
     targets_by_turn: dict[int, list[Any]] = {}
     for target in sample.targets:
@@ -269,9 +299,12 @@ def build_example(
             )
         targets_by_turn.setdefault(target.turn_index, []).append(target)
 
-    b = _Builder(model, media_loader)
+    limit = max_length or model.composition.generation.max_context_tokens or int(
+        getattr(model.llm.config, "max_position_embeddings", 2048)
+    )
+    b = _Builder(model, media_loader, limit)
     bos = model.tokenizer.bos_token_id
-    if prompt.bos == "start" and bos is not None:
+    if prompt.bos_in_training == "start" and bos is not None:
         b.add_ids([bos], labelled=False)
     b.add_pieces(header)
     before, after = prompt.assistant.split("{content}", 1)
@@ -305,12 +338,7 @@ def build_example(
         if segment:
             b.add_text(segment, labelled=True)
     embeds, ids, labels = b.finish()
-    limit = max_length or model.composition.generation.max_context_tokens or int(
-        getattr(model.llm.config, "max_position_embeddings", 2048)
-    )
-    if ids.shape[1] > limit:
-        raise DatasetError(f"sample {where}: {ids.shape[1]} positions, more than the limit of {limit}")
-    return TrainingExample(embeds, ids, labels, spans, sample.sample_id)
+    return TrainingExample(embeds, ids, labels, spans, sample.sample_id, truncated=b.truncated)
 
 
 def collate_batch(examples: Sequence[TrainingExample]) -> Batch:

@@ -74,6 +74,13 @@ OFFICIAL_SIGNAL_FORMATS = {"image": "[IMG{i}]", "video": "[VID{i}]", "audio": "[
 OFFICIAL_WRAPPERS = ("<Img>", "</Img>")
 #: X-caption name fields and the modality they name.
 XCAPTION_FIELDS = {"image_name": "image", "video_name": "video", "audio_name": "audio"}
+#: MosIT gpt turns: the tag spelling and file-name pattern of the media the assistant generates
+#: (``data/prepare_data.py::preprocess_it_mosit``); any other tag in a gpt turn is removed, not an output.
+MOSIT_GENERATED = {
+    "image": ("Image", re.compile(r"mosit_i_.*?\.jpg")),
+    "video": ("Video", re.compile(r"mosit_v_.*?\.mp4")),
+    "audio": ("Audio", re.compile(r"mosit_a_.*?\.wav")),
+}
 #: Official stage-1 prompt (``build_one_instance_stage_1``).
 DEFAULT_CAPTION_PROMPT = "generate a caption"
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -178,6 +185,9 @@ class DataReport:
         rows_read: rows seen (non-blank lines / array items); kept: samples produced; problems: one per skipped row.
         targets_without_media: targets whose media file was named but missing, kept with ``media_path=None``
             (only with ``require_target_media=False``).
+        references_dropped: media tags in MosIT gpt turns that name no generated media (a name other than
+            ``mosit_i_*.jpg`` / ``mosit_v_*.mp4`` / ``mosit_a_*.wav``, e.g. an input mentioned again); removed from
+            the text and not outputs, as the official preprocessing does.
     """
 
     file: str
@@ -186,6 +196,7 @@ class DataReport:
     kept: int = 0
     problems: list[DataProblem] = field(default_factory=list)
     targets_without_media: int = 0
+    references_dropped: int = 0
 
     @property
     def skipped(self) -> int:
@@ -204,6 +215,8 @@ class DataReport:
             text += " (" + ", ".join(f"{k}: {n}" for k, n in sorted(self.skipped_by_kind.items())) + ")"
         if self.targets_without_media:
             text += f"; {self.targets_without_media} targets without their media file"
+        if self.references_dropped:
+            text += f"; {self.references_dropped} media references in replies that are not generated media (removed)"
         return text
 
 
@@ -405,7 +418,7 @@ def read_dataset(
                 raise _RowError(parse_error or "invalid JSON", "invalid_json")
             if not isinstance(item, dict):
                 raise _RowError(f"a row must be a json object, got {_type_name(item)}")
-            ctx.notes = 0
+            ctx.notes = ctx.dropped = 0
             sample = build(item, ctx)
             sample.source = (str(path), row_no)
             sample.sample_id = str(item["id"]) if isinstance(item.get("id"), (str, int)) else f"{path.name}:{row_no}"
@@ -417,6 +430,7 @@ def read_dataset(
             report.problems.append(problem)
             return
         report.targets_without_media += ctx.notes
+        report.references_dropped += ctx.dropped
         report.kept += 1
         samples.append(sample)
 
@@ -451,6 +465,7 @@ class _Context:
     caption_prompt: str
     require_target_media: bool
     notes: int = 0
+    dropped: int = 0
 
     # -- modalities
     def modality(self, key: Any, *, output: bool) -> str:
@@ -530,6 +545,7 @@ class _Mark:
     kind: Literal["tag", "placeholder", "signal"]
     modality: str | None
     name: str = ""
+    tag: str = ""  # a tag's own spelling (``Image`` in ``<Image>x.jpg</Image>``)
 
 
 class _Markup:
@@ -580,7 +596,7 @@ class _Markup:
                 key = m.group("tag").lower()
                 name = m.group("name").strip()
                 if key in self.keys and name:
-                    out.append(_Mark("tag", key, name))
+                    out.append(_Mark("tag", key, name, m.group("tag")))
                 elif name:  # <Img>x</Img> (v0 wrappers around a media token): keep no text of it
                     continue
             elif m.group("ph") is not None:
@@ -610,19 +626,28 @@ class _TurnBuilder:
         self.turn_index = turn_index
         self.parts: list[Text | Media] = []
         self.targets: list[Target] = []
+        self._joinable = False  # the last thing added was text: text that follows joins it (a removed mark between)
 
     def text(self, text: str) -> None:
         text = _clean(text)
-        if text:
+        if not text:
+            return
+        last = self.parts[-1] if self.parts else None
+        if self._joinable and isinstance(last, Text):
+            self.parts[-1] = Text(_clean(f"{last.text} {text}"))
+        else:
             self.parts.append(Text(text))
+        self._joinable = True
 
     def media(self, media: Media) -> None:
         self.parts.append(media)
+        self._joinable = False
 
     def target(self, ctx: _Context, modality: Any, caption: Any, media_name: Any = None) -> None:
         key = ctx.modality(modality, output=True)
         cap = _caption(caption, f"the {key} target")
         self.targets.append(Target(key, cap, ctx.target_path(media_name), self.turn_index, len(self.parts)))
+        self._joinable = False
 
     def build(self) -> Turn:
         return Turn(self.role, self.parts or [Text("")])  # type: ignore[arg-type]
@@ -817,6 +842,10 @@ def _read_mosit(row: dict[str, Any], ctx: _Context) -> TrainingSample:
     def on_output(tb: _TurnBuilder, mark: _Mark) -> None:
         if mark.kind == "tag":
             assert mark.modality is not None
+            generated = MOSIT_GENERATED.get(mark.modality)
+            if generated is not None and not (mark.tag == generated[0] and generated[1].fullmatch(mark.name)):
+                ctx.dropped += 1  # not a generated media name: the official preprocessing removes the tag
+                return
             key = ctx.modality(mark.modality, output=True)
             caption = captions.get((key, mark.name))
             if caption is None and (key, mark.name) not in captions:
@@ -833,27 +862,49 @@ def _read_mosit(row: dict[str, Any], ctx: _Context) -> TrainingSample:
 
 def _read_llava(row: dict[str, Any], ctx: _Context) -> TrainingSample:
     conv = _official_turns(row, "conversation")
-    image = row.get("image_name") or row.get("image")
+    first_human = next((t for t in conv if t.get("from") in ("human", "user")), {})
+    declared = first_human.get("input_modality", "image")
+    if declared == "text":
+        # official Alpaca rows (image_name "00000000000"): the legacy loader reads them as text only and never looks
+        # at image_name (TX2TInstructionDataset with no media root)
+        name = None
+    else:
+        name = row.get("image_name") or row.get("image")
+        if name is not None and not isinstance(name, str):
+            raise _RowError(f"'image_name' must be a string, got {_type_name(name)}")
+    media = _llava_media(ctx, name, declared) if name else None
     placed = [False]
 
     def on_input(tb: _TurnBuilder, mark: _Mark) -> None:
-        if mark.kind == "placeholder" and mark.modality == "image" and image and not placed[0]:
-            tb.media(ctx.input_media(image, "image"))
+        if mark.kind == "placeholder" and media is not None and mark.modality == media.modality and not placed[0]:
+            tb.media(media)
             placed[0] = True
-
-    def on_output(tb: _TurnBuilder, mark: _Mark) -> None:
-        return None  # LLaVA / Alpaca answers are text: stray markup is stripped
 
     builders = []
     for i, t in enumerate(conv):
         role = _role(t.get("from"))
-        tb = _build_markup_turn(ctx, role, i, t["value"], on_input=on_input, on_output=on_output)
-        if role == "user" and image and not placed[0]:
+        out = t.get("output_modality", "text") if role == "assistant" else "text"
+        tb = _build_markup_turn(ctx, role, i, t["value"], on_input=on_input, on_output=lambda tb, mark: None)
+        if role == "user" and media is not None and not placed[0]:
             # official build_one_instance_stage_3: the media goes first in the first human turn
-            tb.parts.insert(0, ctx.input_media(image, "image"))
+            tb.parts.insert(0, media)
             placed[0] = True
+        if out not in (None, "text"):
+            # the legacy schema is T2M's (build_one_instance_stage_3 appends the signal tokens of output_modality):
+            # an output is a target with the turn's caption, never dropped
+            tb.target(ctx, out, t.get("caption"))
         builders.append(tb)
     return _assemble(builders)
+
+
+def _llava_media(ctx: _Context, name: str, declared: Any) -> Media:
+    """The row's input file, checked: it exists and its suffix is a file of the declared ``input_modality``."""
+    wanted = ctx.modality(declared, output=False)
+    by_suffix = ctx.modality_of_path(Path(name.strip()).name)
+    if by_suffix != wanted:
+        raise _RowError(f"{name!r} is a {by_suffix} file by its suffix, but the row's input_modality is {wanted!r}",
+                        "unknown_modality")
+    return ctx.input_media(name, wanted)
 
 
 def _names(value: Any, what: str) -> list[Any]:
@@ -888,15 +939,22 @@ def _read_conversations(row: dict[str, Any], ctx: _Context) -> TrainingSample:
             name, caption = _pop_queue(outputs, mark.modality, "output")  # type: ignore[arg-type]
             tb.target(ctx, mark.modality, caption, name)
 
+    # the k-th <X> placeholder of the human turns (in any turn) takes input_X[k], as the new code splices them in
+    # order; the inputs no placeholder takes go first in the first human turn
+    wanted: Counter[str] = Counter()
+    for t in conv:
+        if _ROLES.get(t.get("from")) == "user":
+            wanted.update(m.modality for m in ctx.markup.split(t["value"])
+                          if isinstance(m, _Mark) and m.kind == "placeholder" and m.modality in inputs)
+    lead_names = [(k, n) for k in ("image", "video", "audio") for n in inputs[k][wanted[k]:]]
+    for k in inputs:
+        inputs[k] = inputs[k][: wanted[k]]
     builders = []
     for i, t in enumerate(conv):
         role = _role(t.get("from"))
         tb = _build_markup_turn(ctx, role, i, t["value"], on_input=on_input, on_output=on_output)
-        if role == "user" and i == 0:  # inputs without a placeholder go first in the first user turn
-            lead = [ctx.input_media(n, k) for k in ("image", "video", "audio") for n in inputs[k]]
-            for k in inputs:
-                inputs[k] = []
-            tb.parts[:0] = lead
+        if role == "user" and lead_names and not any(b.role == "user" for b in builders):
+            tb.parts[:0] = [ctx.input_media(n, k) for k, n in lead_names]
         builders.append(tb)
     left = {k: len(v) for k, v in outputs.items() if v}
     if left:

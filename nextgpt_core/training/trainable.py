@@ -298,6 +298,9 @@ class TrainableSet:
             not counted again; decoders are outside the tree, load lazily and never train).
         rows: the :class:`RowTraining` (``None`` when the stage trains no rows).
         notes: anything the stage did besides freezing (e.g. wrapping the LLM with LoRA).
+        new_ids: the added tokens' ids (the rows a checkpoint stores).
+        train_modules: the modules that run in train mode while the stage trains (its projectors, the LoRA
+            branches with their dropout); everything else runs in eval mode (:meth:`set_modes`).
     """
 
     stage: StageSpec
@@ -308,6 +311,7 @@ class TrainableSet:
     rows: RowTraining | None = None
     notes: list[str] = field(default_factory=list)
     new_ids: list[int] = field(default_factory=list)
+    train_modules: list[nn.Module] = field(default_factory=list)
 
     @property
     def trainable(self) -> int:
@@ -338,6 +342,20 @@ class TrainableSet:
             kind = "token_rows" if component.endswith(".rows") else "lora" if component == "llm.lora" else component.split(".")[0]
             groups.setdefault(kind, []).extend(p for _, p in items)
         return groups
+
+    def set_modes(self, model: nn.Module) -> None:
+        """Train mode for exactly :attr:`train_modules`, eval mode for everything else of ``model`` (encoders,
+        the LLM's frozen base, projectors the stage does not train) and for every loaded decoder.
+
+        Frozen means frozen: a frozen part must compute during training what it computes at inference (the
+        ImageBind audio branch has DropPath 0.1, which eval mode turns off; a frozen GPT-2 base has dropout), and
+        it must not draw random numbers, so that a resumed run draws what the uninterrupted one drew.
+        """
+        model.eval()
+        for module in self.train_modules:
+            module.train()
+        for decoder in getattr(model, "decoders", {}).values():
+            decoder.freeze()
 
     def merge(self) -> None:
         """Copy trained rows into the embedding/LM-head matrices (do this before ``model.save_checkpoint``)."""
@@ -404,19 +422,16 @@ def _is_peft(llm: Any) -> bool:
 
 
 def _wrap_lora(model: NextGPT) -> list[str]:
-    from ..lora import apply_lora
-
     settings = model.composition.lora
-    model.llm = apply_lora(model.llm, settings)
-    notes = [f"wrapped the LLM with LoRA (r={settings.r}, alpha={settings.alpha}, targets {list(settings.target_modules)})"]
+    notes = model.enable_lora(settings)
     if not settings.enabled:
-        # the model now has LoRA: record it in its composition, so checkpoints say `lora.enabled = true`
-        lora = settings.model_copy(update={"enabled": True})
-        composition = model.composition.model_copy(update={"lora": lora})
-        model.resolved = dataclasses.replace(model.resolved, composition=composition)
-        notes.append("the composition had `lora.enabled = false`; the model's composition now says true "
-                     "(load its checkpoints with a composition that enables LoRA)")
+        notes.append("the composition had `lora.enabled = false`; the model's composition now says true, and so do "
+                     "its checkpoints' manifests (`nextgpt generate --checkpoint` takes the LoRA settings from there)")
     return notes
+
+
+_LORA_BRANCHES = ("lora_A", "lora_B", "lora_dropout", "lora_embedding_A", "lora_embedding_B")
+"""peft's per-layer containers of the LoRA branch (each a ModuleDict keyed by adapter name)."""
 
 
 def apply_stage(model: NextGPT, stage: int | str | StageSpec) -> TrainableSet:
@@ -428,7 +443,8 @@ def apply_stage(model: NextGPT, stage: int | str | StageSpec) -> TrainableSet:
     submodule ``model.trainable_rows``) for its rows. The embedding and LM-head matrices themselves never train.
 
     Args:
-        model: a :class:`~nextgpt_core.model.NextGPT` (train/eval mode is left as it is).
+        model: a :class:`~nextgpt_core.model.NextGPT` (train/eval mode is left as it is; the trainer sets it
+            with :meth:`TrainableSet.set_modes`). Loaded decoders are frozen through :meth:`Decoder.freeze`.
         stage: ``1``/``2``/``3``, a stage name, or a custom :class:`StageSpec`.
 
     Returns:
@@ -442,17 +458,17 @@ def apply_stage(model: NextGPT, stage: int | str | StageSpec) -> TrainableSet:
     remove_row_training(model)
     model.requires_grad_(False)
     for decoder in model.decoders.values():
-        module = decoder._state_module() if decoder.is_loaded else None
-        if module is not None:
-            module.requires_grad_(False)
+        decoder.freeze()  # public contract: every loaded module of the decoder, no gradient, eval mode
 
     parameters: dict[str, list[tuple[str, nn.Parameter]]] = {}
+    train_modules: list[nn.Module] = []
 
     def take(component: str, prefix: str, module: nn.Module) -> None:
         items = [(f"{prefix}.{n}", p) for n, p in module.named_parameters()]
         for _, p in items:
             p.requires_grad_(True)
         parameters[component] = items
+        train_modules.append(module)
 
     if spec.input_projectors:
         for key, proj in model.input_projectors.items():
@@ -468,6 +484,8 @@ def apply_stage(model: NextGPT, stage: int | str | StageSpec) -> TrainableSet:
         for _, p in items:
             p.requires_grad_(True)
         parameters["llm.lora"] = items
+        # the LoRA branches (lora_A / lora_B and their dropout) train; the layers they wrap stay frozen
+        train_modules.extend(m for n, m in model.llm.named_modules() if n.rsplit(".", 1)[-1] in _LORA_BRANCHES)
 
     embed_ids, head_ids = token_ids_of(model, spec.embed_rows), token_ids_of(model, spec.head_rows)
     stray = sorted(set(embed_ids + head_ids) - set(model.tokens.new_ids))
@@ -507,4 +525,5 @@ def apply_stage(model: NextGPT, stage: int | str | StageSpec) -> TrainableSet:
         rows=rows,
         notes=notes,
         new_ids=list(model.tokens.new_ids),
+        train_modules=train_modules,
     )

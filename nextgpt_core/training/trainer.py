@@ -154,6 +154,7 @@ class TrainResult(BaseModel):
         losses: the total loss of each step run in this call (not of steps before a resume).
         checkpoints: the ``step-<k>`` folders written in this call.
         resumed_from: the checkpoint the run continued from (``None``: started fresh).
+        start_step: the step the run started from (the resumed checkpoint's step, else 0).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -162,6 +163,7 @@ class TrainResult(BaseModel):
     losses: list[float]
     checkpoints: list[Path]
     resumed_from: Path | None = None
+    start_step: int = 0
 
 
 def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -330,6 +332,27 @@ class Trainer:
         self.order: list[int] = []
         if self.resume_dir is not None:
             self._load_state(self.resume_dir)
+        self.start_step = self.step
+        self.dropped_metrics_rows = 0
+        if self.accelerator.is_main_process:
+            # rows of steps after the start (a run killed after its last checkpoint logged them) are redone now
+            self.dropped_metrics_rows = _drop_metrics_after(self.output_dir / config.metrics_file, self.step)
+            if resume or self.dropped_metrics_rows:
+                print(self.start_message(resume), file=sys.stderr, flush=True)
+
+    def start_message(self, resume: bool = True) -> str:
+        """One line saying where the run starts: ``resumed from <dir> at step k of N``, or that ``--resume``
+        found no checkpoint, plus the metrics rows of later steps that were dropped (they are logged again)."""
+        if self.resume_dir is not None:
+            text = f"resumed from {self.resume_dir} at step {self.start_step} of {self.total_steps}"
+        elif resume:
+            text = f"resume: no complete checkpoint in {self.output_dir}; starting at step 0 of {self.total_steps}"
+        else:
+            text = f"starting at step 0 of {self.total_steps}"
+        if self.dropped_metrics_rows:
+            text += (f"; dropped {self.dropped_metrics_rows} metrics row(s) of later steps from "
+                     f"{self.config.metrics_file} (they are run again)")
+        return text
 
     @property
     def world_size(self) -> int:
@@ -401,6 +424,12 @@ class Trainer:
             loss = loss + self.config.denoise_weight * sum(dn.values())
         return {"loss": loss, "lm": lm, "l2": l2, "denoise": dn, "backward": loss * self.world_size}
 
+    def _limit(self) -> int:
+        """The longest sequence a sample may have (``config.max_length``, else the model's limit)."""
+        return self.config.max_length or self.model.composition.generation.max_context_tokens or int(
+            getattr(self.model.llm.config, "max_position_embeddings", 2048)
+        )
+
     def _examples(self, samples: Sequence[TrainingSample]) -> list[Any]:
         return [
             build_example(self.model, s, media_loader=self.media_loader, max_length=self.config.max_length)
@@ -428,10 +457,11 @@ class Trainer:
 
         acc = self.accelerator
         examples = self._examples(samples)
+        truncated = 0 if empty else sum(e.truncated for e in examples)
         size = self.config.micro_batch_size or len(examples)
         batches = [collate_batch(examples[i : i + size]) for i in range(0, len(examples), size)]
         counts = self._global_counts(batches, empty)
-        out: dict[str, Any] = {"loss": 0.0, "lm": 0.0, "l2": {}, "denoise": {}}
+        out: dict[str, Any] = {"loss": 0.0, "lm": 0.0, "l2": {}, "denoise": {}, "truncated": float(truncated)}
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.loss_module):
@@ -515,7 +545,7 @@ class Trainer:
         cfg = self.config
         acc = self.accelerator
         stop = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
-        self.model.train()
+        self.trainable.set_modes(self.model)  # train mode for what trains only: frozen parts run as at inference
         losses: list[float] = []
         written: list[Path] = []
         metrics_path = self.output_dir / cfg.metrics_file
@@ -524,6 +554,7 @@ class Trainer:
         if acc.log_with:
             acc.init_trackers(cfg.tracker_project, config=_flat_config(cfg))
         progress = _Progress(self.total_steps, self.step, cfg.progress and acc.is_main_process, cfg.log_every)
+        truncated_total = 0
         try:
             while self.step < stop:
                 started = time.perf_counter()
@@ -542,10 +573,12 @@ class Trainer:
                 self.step += 1
                 l2_names, dn_names = sorted(parts["l2"]), sorted(parts["denoise"])
                 reduced = self._reduce_sum(
-                    [parts["loss"], parts["lm"]]
+                    [parts["loss"], parts["lm"], parts["truncated"]]
                     + [parts["l2"][m] for m in l2_names]
                     + [parts["denoise"][m] for m in dn_names]
                 )
+                truncated = int(round(reduced.pop(2)))
+                truncated_total += truncated
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 row = {
                     "step": self.step,
@@ -556,6 +589,7 @@ class Trainer:
                     "denoise": dict(zip(dn_names, reduced[2 + len(l2_names) :])),
                     "lr": lr,
                     "samples": len(indices),
+                    "truncated": truncated,
                     "samples_per_s": len(indices) / elapsed,
                     "processes": self.world_size,
                 }
@@ -573,7 +607,11 @@ class Trainer:
             progress.close()
             if acc.log_with:
                 acc.end_training()
-        return TrainResult(step=self.step, losses=losses, checkpoints=written, resumed_from=self.resume_dir)
+            if truncated_total and acc.is_main_process:
+                print(f"note: {truncated_total} sample(s) in this run were longer than the limit of {self._limit()} "
+                      "positions and were cut at it (metrics.jsonl: 'truncated' per step)", file=sys.stderr, flush=True)
+        return TrainResult(step=self.step, losses=losses, checkpoints=written, resumed_from=self.resume_dir,
+                           start_step=self.start_step)
 
     # -- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -734,6 +772,28 @@ def _flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     out.update({f"l2/{m}": float(v) for m, v in row["l2"].items()})
     out.update({f"denoise/{m}": float(v) for m, v in row.get("denoise", {}).items()})
     return out
+
+
+def _drop_metrics_after(path: Path, step: int) -> int:
+    """Keep only the rows of ``path`` (JSONL metrics) whose step is at most ``step`` (and drop a torn last line);
+    rewritten atomically. Returns how many rows were dropped (0 when the file is absent or already clean)."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept: list[str] = []
+    for line in lines:
+        try:
+            row_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a kill, or not a metrics row
+        if row_step <= step:
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.replace(path)
+    return dropped
 
 
 def _write_trainer_state(state: dict[str, Any], directory: Path) -> None:

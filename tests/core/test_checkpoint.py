@@ -66,9 +66,36 @@ def test_tampered_or_foreign_checkpoints_fail_clearly(tmp_path, tiny_model, regi
         tiny_model.load_checkpoint(path)
     with pytest.raises(CheckpointError, match="no manifest.json; not a nextgpt checkpoint"):
         tiny_model.load_checkpoint(tmp_path)
-    lora_ckpt = NextGPT.from_composition(lora_composition, registry=registry).save_checkpoint(tmp_path / "lora")
-    with pytest.raises(CheckpointError, match="LoRA weights but the composition has `lora.enabled = false`"):
-        tiny_model.load_checkpoint(lora_ckpt)
+
+
+def test_a_lora_checkpoint_loads_into_a_composition_without_lora(tmp_path, registry, lora_composition, fake_files):
+    """A stage-3 checkpoint records its LoRA settings: a composition with `lora.enabled = false` (the `tiny` that
+    `nextgpt generate --checkpoint` uses by default) gets its LLM wrapped with them, and replies as the trained model."""
+    from nextgpt_core import Conversation, Media
+
+    trained = NextGPT.from_composition(lora_composition, registry=registry)
+    _perturb(trained, 1)
+    path = trained.save_checkpoint(tmp_path / "lora")
+    plain = load_composition("tiny")
+    assert not plain.lora.enabled
+    loaded = NextGPT.from_composition(plain, registry=registry, checkpoint=path)
+    assert loaded.has_lora and loaded.composition.lora.r == 4
+    assert loaded.composition.lora.target_modules == ("q_proj", "v_proj")
+    mine = {n: p for n, p in loaded.llm.named_parameters() if "lora_" in n}
+    theirs = {n: p for n, p in trained.llm.named_parameters() if "lora_" in n}
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[n], theirs[n]) for n in mine)
+    conv = Conversation().user(Media.from_path(fake_files["image"]), "x")
+    assert loaded.generate(conv, seed=4).token_ids == trained.generate(conv, seed=4).token_ids
+    # a LoRA checkpoint that does not say how its adapters were made is one clear error
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["composition_settings"]["lora"] = {"r": "many"}
+    (path / "lora" / "config.json").write_text('{"r": "many"}')
+    from nextgpt_core.serialization import sha256_file
+
+    manifest["files"]["lora/config.json"] = sha256_file(path / "lora" / "config.json")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="neither lora/config.json nor the manifest says how they were made"):
+        NextGPT.from_composition(plain, registry=registry, checkpoint=path)
 
 
 def test_mismatched_component_is_named(tmp_path, tiny_model, registry):

@@ -135,7 +135,8 @@ def test_template_pieces_match_the_slow_tokenizer(model, sp, text):
 def official_inference_ids(sp, history: list[tuple[str, str]], prompt: str, media: bool) -> list[object]:
     """The demo's prompt (demo_app.py::predict) and prepare_generation_embedding's split, BOS per text segment;
     a media span is ``"<media>"`` between the wrapper ids. One change: the demo's doubled space after the media tags
-    (``f'<Image>{p}</Image> ' + f' {prompt}'``) is written once, as nextgpt (and the training text) does."""
+    (``f'<Image>{p}</Image> ' + f' {prompt}'``) is written once, as nextgpt (and the training text) does. Without
+    media or history the demo's first turn is ``"### Human: " + f" {prompt}"``: two spaces, kept."""
     text = ""
     if not history:
         text += "### Human: "
@@ -145,6 +146,8 @@ def official_inference_ids(sp, history: list[tuple[str, str]], prompt: str, medi
         text += " Human: "
     if media:
         text += "<Image>pic.png</Image> "
+    elif not history:
+        text += " "
     text += prompt + "\n### Assistant:"
     out: list[object] = []
     for segment in re.split(r" <|> ", text):
@@ -184,3 +187,39 @@ def test_inference_prompt_matches_the_official_demo(model, sp, tmp_path, history
             torch.testing.assert_close(rows[i], want)
         else:
             torch.testing.assert_close(rows[i], table[item], msg=f"position {i}: expected id {item}")
+
+
+def test_text_only_first_turn_encodes_the_human_prefix_apart(model, sp):
+    """Official v0 (prompt_wrap in training; the demo's "### Human:  {text}"): "### Human: " is encoded apart from the
+    text, one more "▁" piece than encoding "### Human: {text}" as one string (what nextgpt did)."""
+    rows = _rows(model, Conversation().user("what is this?"))
+    apart = [1, *sp.encode("### Human: "), *sp.encode("what is this?\n### Assistant:")]
+    joined = [1, *sp.encode("### Human: what is this?\n### Assistant:")]
+    assert len(apart) == len(joined) + 1 and sp.id_to_piece(apart[len(sp.encode("### Human: "))]) == "\u2581"
+    table = model.llm.get_input_embeddings().weight
+    assert rows.shape[0] == len(apart)
+    for i, token in enumerate(apart):
+        torch.testing.assert_close(rows[i], table[token], msg=f"position {i}")
+
+
+def test_training_layout_has_one_bos_and_the_human_prefix_apart(model, sp, tmp_path):
+    """Official v0 training (prompt_wrap): one BOS at the start and none after </Img>; a text-only first turn starts
+    with "### Human: " encoded apart from the text after it."""
+    from nextgpt_image.media import ImageIO
+    from PIL import Image
+
+    from nextgpt_core.conversation import Text, Turn
+    from nextgpt_core.training.collate import build_example
+    from nextgpt_core.training.data import Target, TrainingSample
+
+    picture = Media.from_path(ImageIO().write(Image.new("RGB", (32, 32), (9, 9, 9)), tmp_path / "p.png"), modality="image")
+    stage1 = TrainingSample(Conversation([Turn("user", [picture, Text("generate a caption")]),
+                                          Turn("assistant", [Text("a dark square")])]), [])
+    ids = build_example(model, stage1).input_ids[0].tolist()
+    close = model.tokens.wrappers["image"][1]
+    assert ids.count(1) == 1 and ids[0] == 1 and ids[ids.index(close) + 1] != 1
+    stage2 = TrainingSample(Conversation([Turn("user", [Text("a dark square")]), Turn("assistant", [Text("a dark square")])]),
+                            [Target("image", "a dark square", None, 1, 1)])
+    ids = build_example(model, stage2).input_ids[0].tolist()
+    head = [1, *sp.encode("### Human: "), *sp.encode("a dark square")]
+    assert ids[: len(head)] == head and ids.count(1) == 1

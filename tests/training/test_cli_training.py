@@ -145,3 +145,27 @@ def test_bad_training_settings_are_one_error_line(dataset, tmp_path, args, messa
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_generate_with_a_stage_3_checkpoint_as_the_docs_show(dataset, tmp_path, registry):
+    """docs/training.md: `nextgpt train --stage 3 ...` then `nextgpt generate --checkpoint runs/s3/step-...` with
+    the default composition (`tiny`, `lora.enabled = false`): the LLM is wrapped with the LoRA settings the
+    checkpoint records, and the reply is the trained model's."""
+    from nextgpt_core import NextGPT
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["cache-targets", "--data", str(dataset), "--out", str(tmp_path / "cache")]).exit_code == 0
+    s3 = runner.invoke(app, ["train", "--data", str(dataset), "--stage", "3", "--steps", "2", "--targets",
+                             str(tmp_path / "cache"), "--out", str(tmp_path / "s3")])
+    assert s3.exit_code == 0, s3.output
+    manifest = json.loads((tmp_path / "s3" / "step-2" / "manifest.json").read_text())
+    assert manifest["composition_settings"]["lora"]["enabled"] is True
+    out = tmp_path / "reply"
+    result = runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "s3" / "step-2"), "--prompt",
+                                 "show me a red square", "--want", "fake_image", "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "error" not in result.output and (out / "reply.txt").is_file()
+    trained = NextGPT.from_composition("tiny", registry=registry, checkpoint=tmp_path / "s3" / "step-2")
+    assert trained.has_lora
+    expected = trained.generate("show me a red square", want=["fake_image"], seed=3)
+    assert f"reply: {expected.text}" in result.stdout

@@ -161,8 +161,35 @@ def test_bad_targets_are_reported(tiny_model):
         build_example(tiny_model, TrainingSample(conv, [Target("fake_image", "b", None, 0, 0)], sample_id="bad"))
     with pytest.raises(DatasetError, match="not an output"):
         build_example(tiny_model, TrainingSample(conv, [Target("fake_depth", "b", None, 1, 1)], sample_id="bad"))
-    with pytest.raises(DatasetError, match="more than the limit"):
-        build_example(tiny_model, TrainingSample(conv, []), max_length=3)
+
+
+def test_over_long_samples_are_cut_at_the_limit_before_embedding(tiny_model, fake_files, monkeypatch):
+    """A sample longer than the limit is cut at it, as the official loaders cut theirs (it used to stop the whole
+    run at its first step, and --resume replayed it): what is past the limit is never embedded (media past it are
+    never encoded), a signal run that does not fit whole is no target and stays unlabelled."""
+    model = tiny_model
+    whole = build_example(model, stage2_sample())
+    assert not whole.truncated
+    span = whole.signal_spans[0]
+    cut = span.start + 2  # inside the signal run
+    ex = build_example(model, stage2_sample(), max_length=cut)
+    assert ex.truncated and ex.input_ids.shape[1] == ex.labels.shape[1] == ex.inputs_embeds.shape[1] == cut
+    assert ex.signal_spans == []
+    assert torch.equal(ex.input_ids[0], whole.input_ids[0, :cut])
+    assert torch.equal(ex.labels[0, : span.start], whole.labels[0, : span.start])
+    assert (ex.labels[0, span.start :] == IGNORE_INDEX).all()  # the partial run is not trained on
+    assert torch.allclose(ex.inputs_embeds[0], whole.inputs_embeds[0, :cut])
+    fits = build_example(model, stage2_sample(), max_length=span.end)
+    assert fits.truncated and fits.signal_spans == whole.signal_spans  # the run fits whole: it is a target
+
+    encoded = []
+    real = type(model).encode_media
+    monkeypatch.setattr(type(model), "encode_media", lambda self, *a, **k: encoded.append(a) or real(self, *a, **k))
+    conv = Conversation([Turn("user", [Text("a long question " * 10), Media(modality="fake_image", path=fake_files["image"])]),
+                         Turn("assistant", [Text("an answer")])])
+    short = build_example(model, TrainingSample(conv, []), max_length=6)
+    assert short.truncated and short.input_ids.shape[1] == 6 and MEDIA_ID not in short.input_ids[0].tolist()
+    assert encoded == []  # the image past the limit was never encoded
 
 
 def test_collate_batch_padding_keeps_losses(tiny_model, fake_files):

@@ -46,6 +46,9 @@ def media(tmp_path):
     ImageIO().write(np.zeros((8, 8, 3), np.uint8), root / "b.png")
     AudioIO().write(Audio(np.zeros(160, np.float32), 16000), root / "s.wav")
     VideoIO().write(Video(np.zeros((2, 8, 8, 3), np.uint8), 4.0), root / "v.mp4")
+    # MosIT's generated media are named mosit_i_*.jpg / mosit_v_*.mp4 / mosit_a_*.wav
+    ImageIO().write(np.full((8, 8, 3), 90, np.uint8), root / "mosit_i_0002.jpg")
+    VideoIO().write(Video(np.zeros((2, 8, 8, 3), np.uint8), 4.0), root / "mosit_v_0001.mp4")
     return root
 
 
@@ -143,12 +146,14 @@ def test_t2m_missing_target_media_optional(tmp_path, media, reg):
 def test_mosit_several_media_per_turn(tmp_path, media, reg):
     row = {
         "image_list": [{"image_name": "a.png", "data_source": "x", "caption": "a grey square"},
-                       {"image_name": "b.png", "data_source": "x", "caption": "a black square"}],
-        "video_list": [{"video_name": "v.mp4", "caption": "a dark clip"}],
+                       {"image_name": "b.png", "data_source": "x", "caption": "a black square"},
+                       {"image_name": "mosit_i_0002.jpg", "data_source": "x", "caption": "a black square"}],
+        "video_list": [{"video_name": "mosit_v_0001.mp4", "caption": "a dark clip"}],
         "audio_list": [{"audio_name": "s.wav", "caption": "silence"}],
         "conversation": [
             {"from": "human", "value": "Compare <Image>a.png</Image> and <Image>b.png</Image>, then hear <Audio>s.wav</Audio>."},
-            {"from": "gpt", "value": "They differ. Here is a clip: <Video>v.mp4</Video> and one more <Image>b.png</Image>"},
+            {"from": "gpt", "value": "They differ. Here is a clip: <Video>mosit_v_0001.mp4</Video> and one more "
+                                     "<Image>mosit_i_0002.jpg</Image>"},
             {"from": "human", "value": "Thanks!"},
             {"from": "gpt", "value": "You are welcome."},
         ],
@@ -169,10 +174,10 @@ def test_mosit_several_media_per_turn(tmp_path, media, reg):
 
 def test_mosit_output_without_caption(tmp_path, media, reg):
     row = {"image_list": [], "conversation": [
-        {"from": "human", "value": "draw"}, {"from": "gpt", "value": "<Image>a.png</Image>"}]}
+        {"from": "human", "value": "draw"}, {"from": "gpt", "value": "<Image>mosit_i_0002.jpg</Image>"}]}
     ds = read_dataset(_json(tmp_path / "m.json", [row]), format="mosit", media_root=media, registry=reg)
     assert ds.report.skipped_by_kind == {"missing_caption": 1}
-    assert "a.png" in ds.report.problems[0].message and ds.report.problems[0].row == 0
+    assert "mosit_i_0002.jpg" in ds.report.problems[0].message and ds.report.problems[0].row == 0
 
 
 # ------------------------------------------------------------------------------------------------ LLaVA / Alpaca

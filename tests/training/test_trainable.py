@@ -170,7 +170,9 @@ def test_stage3_wraps_lora_and_trains_lora_projectors_and_rows(tmp_path, registr
     assert any("LoRA" in n for n in trainable.notes) and model.composition.lora.enabled
     lora_names = [n for n, _ in trainable.parameters["llm.lora"]]
     assert lora_names and all("lora_" in n for n in lora_names)
-    assert trainable.counts["llm.lora"] == 2 * 8 * (64 + 64) * 4  # r=8 default, q/k/v/o 64->64, 2 layers
+    # r=8 default; no target_modules: peft's default for Llama (q_proj, v_proj), 64 -> 64, 2 layers
+    assert trainable.counts["llm.lora"] == 2 * 8 * (64 + 64) * 2
+    assert model.composition.lora.target_modules == ("q_proj", "v_proj")  # recorded: checkpoints say what they hold
     assert trainable.counts["embed_tokens.rows"] == 12 * H and trainable.counts["lm_head.rows"] == 6 * H
     # only LoRA (and no other LLM tensor) trains inside the LLM
     assert all("lora_" in n for n, p in model.llm.named_parameters() if p.requires_grad)

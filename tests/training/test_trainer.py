@@ -4,6 +4,7 @@ while checkpointing leaves the previous checkpoint, one metrics row per step, ch
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -214,3 +215,19 @@ def test_gradient_accumulation_equals_the_whole_batch(registry, tmp_path):
         assert torch.allclose(a[name], b[name], atol=1e-5), name
     fresh = trained_state(new_model(registry))
     assert any(not torch.allclose(fresh[n], a[n]) for n in a)  # the runs trained
+
+
+def test_over_long_samples_are_cut_and_counted_not_fatal(registry, tmp_path, capsys):
+    """A sample longer than max_length used to stop the run at its first step (and --resume replayed it): it is cut
+    at the limit before embedding, the step trains on the rest, metrics.jsonl counts the cut samples per step."""
+    model = new_model(registry)
+    data = samples()
+    lengths = [trainer_module.build_example(model, s).length for s in data]
+    limit = min(lengths) - 1  # every sample is longer than this
+    t = Trainer(model, data, random_targets(model, data), config(tmp_path, steps=3, checkpoint_every=None,
+                                                                  max_length=limit), resume=False)
+    result = t.train()
+    assert result.step == 3 and all(math.isfinite(x) for x in result.losses)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["truncated"] for r in rows] == [2, 2, 2]
+    assert f"6 sample(s) in this run were longer than the limit of {limit} positions" in capsys.readouterr().err
