@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test test-plugins benchmarks clean
+.PHONY: install demo test test-plugins benchmarks toy-world clean
 
 # torch==2.13.0 first: an unpinned torch (or any range it does not satisfy) resolves to a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml registry/pyproject.toml constraints.txt $(PLUGINS)
@@ -22,6 +22,11 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/nextgpt demo --out outputs/demo
+
+# Rebuild the toy world from scratch (about an hour on 2 cores): a progress bar per phase, logs in build/toy-world/logs.
+# `nextgpt toy install build/toy-world` then makes it the built-in `toy` composition.
+toy-world: install
+	$(BIN)/nextgpt toy build --out build/toy-world
 
 # The fake plugin is installed as a real distribution into build/test-plugins (not into .venv), so its entry
 # point is found by the tests (PYTHONPATH below) and never by `nextgpt demo`.

@@ -146,7 +146,7 @@ def child(args: argparse.Namespace) -> None:
         (work / "composition.toml").write_text(composition_toml(args.hidden, args.layers, args.heads, 8192))
         registry = Registry.load(DEFAULT_PLUGINS, allow=REAL)
         model = NextGPT.from_composition(str(work / "composition.toml"), registry=registry)
-        ds = make_synthetic_dataset(work / "data", n_per_modality=4, seed=0, modalities=("image", "audio"))
+        ds = make_synthetic_dataset(work / "data", n_per_modality=4, seed=0, modalities=("image", "audio"), registry=registry)
         rows = conversation_rows(ds, args.batch_size, args.turns)
         (work / "conversations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         loaded = read_dataset(work / "conversations.jsonl", registry=registry, media_root=ds.media,

@@ -8,9 +8,9 @@ against the naive alternative: a ``targets`` mapping that runs the decoder's tex
 
 Set-up: the ``tiny`` composition with the **real** plugins (``Registry.load(DEFAULT_PLUGINS, allow=[image, video,
 audio, depth])``; decoders: tiny SD-1.5 / ZeroScope / AudioLDM with their tiny CLIP / OpenCLIP / CLAP text
-encoders), a synthetic dataset (``make_synthetic_dataset``: ``--n-per-modality`` captioned images, videos and
-sounds; their cc3m / webvid / audiocap files read with ``task="generate"``: user = caption, assistant = caption +
-a signal run). Two models are built from the same seed, one per variant, so both variants train the same weights
+encoders), a synthetic dataset (``make_synthetic_dataset``: ``--n-per-modality`` captioned toy-world images,
+videos and sounds; their cc3m / webvid / audiocap files read with ``task="generate"``: user = caption, assistant =
+caption + a signal run). Two models are built from the same seed, one per variant, so both variants train the same weights
 along the same trajectory: every repetition's losses must agree (the script stops otherwise, and before timing it
 checks that every recomputed target equals its cached one).
 
@@ -147,7 +147,8 @@ def main() -> None:
     models = {v: build(registry) for v in VARIANTS}
     work = Path(tempfile.mkdtemp(prefix="nextgpt-bench-targets-"))
     try:
-        ds = make_synthetic_dataset(work / "data", n_per_modality=args.n_per_modality, seed=0)
+        ds = make_synthetic_dataset(work / "data", n_per_modality=args.n_per_modality, seed=0,
+                                    modalities=("image", "video", "audio"), registry=registry)
         samples = []
         for modality, path in ds.xcaption.items():
             samples += read_dataset(path, registry=registry, task="generate", media_root=ds.media).samples
@@ -232,7 +233,7 @@ def main() -> None:
         "git": git_state(),
         "method": {
             "composition": "tiny, real plugins (image, video, audio, depth)",
-            "data": f"make_synthetic_dataset(n_per_modality={args.n_per_modality}, seed=0): "
+            "data": f"make_synthetic_dataset(n_per_modality={args.n_per_modality}, seed=0, toy world: image, video, audio): "
                     f"{len(samples)} stage-2 samples (cc3m/webvid/audiocap files, task='generate'), {counts}",
             "stage": 2, "steps_per_round": args.steps, "batch_size": args.batch_size, "lr": config["lr"],
             "seed": args.seed, "torch_threads": args.threads, "warmup_rounds": args.warmup, "rounds": args.reps,

@@ -177,7 +177,7 @@ def generate(
     prompt: str = typer.Option("", "--prompt", "-p", help="The user's text."),
     inputs: list[str] = typer.Option([], "--input", "-i", help="A media file, [MODALITY=]PATH (repeatable)."),
     want: list[str] = typer.Option([], "--want", "-w", help="A modality the reply must contain (repeatable)."),
-    composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
+    composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name (toy: the trained toy world; tiny: random weights) or TOML path."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (a nextgpt checkpoint folder)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling and decoders."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),
@@ -204,15 +204,27 @@ def generate(
 def demo(
     out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="Folder for inputs and outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and decoders."),
+    composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name or TOML path (toy: the toy world; tiny: random weights)."),
 ) -> None:
-    """Run the `tiny` composition with every installed modality: each input modality's example in, every
-    output modality out. Writes the files and prints their paths."""
+    """Show the model working: on the toy world (the default), a short session (describe an item of every
+    modality, make new ones, convert a picture into a video, edit a picture), every reply checked; on another
+    composition, each input modality's example in and every output modality out. Writes the files and prints
+    their paths."""
+    from .composition import load_composition
     from .conversation import Conversation, Media
     from .model import NextGPT
 
-    model = NextGPT.from_composition("tiny")
+    load_composition(composition)  # a malformed composition fails before anything heavy loads
+    model = NextGPT.from_composition(composition)
     for note in model.resolved.notes:
         typer.echo(f"note: {note}", err=True)
+    if model.composition.name == "toy":
+        from .toy.demo import run_toy_demo
+        from .toy.world import ToyWorld
+
+        world = ToyWorld.installed(model.registry, keys=list(model.resolved.modalities))
+        run_toy_demo(model, world, out, seed=seed, say=typer.echo)
+        return
     out.mkdir(parents=True, exist_ok=True)
     media = []
     for key in model.input_modalities():

@@ -253,7 +253,7 @@ def _split(rest: str) -> list[str]:
 
 
 def chat(
-    composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
+    composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name (toy: the trained toy world; tiny: random weights) or TOML path."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (a nextgpt checkpoint folder)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the first reply (later replies count up)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),

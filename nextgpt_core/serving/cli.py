@@ -14,7 +14,7 @@ __all__ = ["serve"]
 
 
 def serve(
-    composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
+    composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name (toy: the trained toy world; tiny: random weights) or TOML path."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (a nextgpt checkpoint folder)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),

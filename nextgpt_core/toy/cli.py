@@ -17,6 +17,7 @@ def build_command(
     seed: int = typer.Option(0, "--seed", help="The recipe's seed."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Worker processes for the independent phases (one torch thread each)."),
     only: list[str] = typer.Option([], "--modality", "-m", help="Build only these modalities (repeatable; default: every installed part)."),
+    reuse: Optional[Path] = typer.Option(None, "--reuse", help="An earlier world: copy each decoder it trained with the same recipe (fingerprint) instead of training it again."),
 ) -> None:
     """Rebuild every part of the toy world from scratch: data, encoders, decoders, LLM, then NExT-GPT stages 1-3
     with `nextgpt train`. A progress bar per phase; a log per phase under OUT/logs/."""
@@ -24,12 +25,26 @@ def build_command(
 
     if jobs < 1:
         raise typer.BadParameter("--jobs must be at least 1")
-    manifest = build_toy_world(out, scale=scale, seed=seed, jobs=jobs, keys=only or None)
+    if reuse is not None and not (reuse / "manifest.json").is_file():
+        raise typer.BadParameter(f"--reuse {reuse}: not a toy world (no manifest.json)")
+    manifest = build_toy_world(out, scale=scale, seed=seed, jobs=jobs, keys=only or None, reuse=reuse)
     typer.echo(f"built the toy world in {manifest['wall_seconds']:.0f} s: {out}")
     typer.echo(f"use it: nextgpt chat --composition {out / 'toy.toml'}")
+
+
+def install_command(
+    world: Path = typer.Argument(..., help="A world folder written by `nextgpt toy build`."),
+) -> None:
+    """Make WORLD the built-in `toy` composition: copy its shipped files (weights, composition, manifest; not its
+    logs or work) into the package, replacing the toy world there. Checks every file against the manifest first."""
+    from .recipe import install_world
+
+    target = install_world(world)
+    typer.echo(f"installed {world} as the built-in `toy` composition ({target})")
 
 
 def register(app: typer.Typer, guard) -> None:  # noqa: ANN001 - the CLI's error guard
     """Add ``nextgpt toy ...`` to the main app, each command wrapped by ``guard`` (one-line errors)."""
     toy_app.command("build")(guard(build_command))
+    toy_app.command("install")(guard(install_command))
     app.add_typer(toy_app, name="toy")

@@ -56,12 +56,13 @@ class EncoderRecipe:
         encoder: the component id of the modality's encoder (``"image/imagebind"``).
         branch: the ImageBind branch the modality's encoder uses (``"vision"``, ``"audio"``, ``"depth"``).
             Modalities naming the same branch train one shared branch (image and video share ``vision``).
+            ``None``: the encoder is not an ImageBind branch and is used as built (not trained by the recipe).
         encoder_options: the options the toy composition gives the plugin's encoder (its size, preprocessing
             geometry); the recipe builds the encoder with them and trains its branch.
     """
 
     encoder: str
-    branch: str
+    branch: str | None
     encoder_options: Mapping[str, Any] = field(default_factory=dict)
 
 

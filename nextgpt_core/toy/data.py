@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..training.data import mosit_generated_name
 from .contract import attributes_key
 from .dialogues import Dialogue, Given, Made, make_dialogues
 from .world import ToyWorld
@@ -63,13 +64,18 @@ class _MediaWriter:
             self._writers[key] = resolve_target(self.io[key].media_io)()
         return self._writers[key]
 
-    def name(self, key: str, attrs: Mapping[str, str]) -> str:
-        """A file (relative to the media root) for a rendering of ``attrs``: one of ``variants`` per combination."""
+    def name(self, key: str, attrs: Mapping[str, str], *, generated: bool = False) -> str:
+        """A file (relative to the media root) for a rendering of ``attrs``: one of ``variants`` per combination.
+
+        ``generated``: the file an assistant turn makes, named as the official MosIT files name generated media
+        (``mosit_i_*.jpg`` ...: the reader takes only such names in gpt turns as outputs), at the media root."""
         combo = self.index[key][attributes_key(attrs)]
         variant = int(self.rng.integers(self.variants))
         spec = self.io[key]
         suffix = spec.output_extension or spec.extensions[0]
         name = f"{key}/{key}_{combo:04d}_{variant}{suffix}"
+        if generated:
+            name = mosit_generated_name(key, f"{combo:04d}_{variant}") or name
         if name not in self.written:
             rng = np.random.default_rng([self.seed, combo, variant, sum(map(ord, key))])
             path = self.root / name
@@ -180,8 +186,8 @@ def _mosit_row(dialogue: Dialogue, writer: _MediaWriter) -> dict[str, Any]:
             if isinstance(part, str):
                 words.append(part)
                 continue
-            name = writer.name(part.modality, part.attributes)
-            if isinstance(part, Made) or isinstance(part, Given):
+            name = writer.name(part.modality, part.attributes, generated=isinstance(part, Made) and role == "assistant")
+            if isinstance(part, (Made, Given)):
                 lists.setdefault(f"{part.modality}_list", [])
                 entry = {f"{part.modality}_name": name, "caption": part.caption}
                 if entry not in lists[f"{part.modality}_list"]:

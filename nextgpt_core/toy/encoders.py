@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .world import ToyWorld
 
-__all__ = ["EncoderSettings", "retrieval_accuracy", "train_encoders"]
+__all__ = ["EncoderSettings", "probe_accuracy", "retrieval_accuracy", "train_encoders"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,11 @@ def train_encoders(
     say = log or (lambda line: None)
     torch.manual_seed(settings.seed)
     recipes = {key: part.encoder_recipe(scale) for key, part in world.parts.items()}
+    untrained = sorted(k for k, r in recipes.items() if r.branch is None)
+    if untrained:
+        say(f"used as built, not trained: the encoders of {', '.join(untrained)}")
+        world = ToyWorld([p for k, p in world.parts.items() if k not in untrained])
+        recipes = {k: r for k, r in recipes.items() if k not in untrained}
     encoders: dict[str, Any] = {}
     owner: dict[str, str] = {}  # branch -> the first modality's encoder (holds the shared modules)
     for key, recipe in recipes.items():
@@ -103,6 +108,8 @@ def train_encoders(
                                            num_layers=settings.text_layers, merges=learn_merges(world.training_captions()),
                                            projection=True)
     text.config.projection_dim  # noqa: B018 - the projection head is built at the text width
+    if not encoders:
+        return {"branches": [], "parameters": 0}
     out_dims = {encoders[k].output_dim for k in encoders}
     if len(out_dims) != 1:
         raise ValueError(f"the toy encoders must share one output size to share a joint space, got {sorted(out_dims)}")
@@ -133,11 +140,11 @@ def train_encoders(
     keys = list(world.parts)
     losses: list[float] = []
     started = time.perf_counter()
+    neighbours = {key: _neighbours(world, key) for key in keys}
     for step in range(settings.steps):
         key = keys[int(turns[step])]
         x, combo_of, captions = pools[key]
-        n_combos = len(captions)
-        chosen = torch.randperm(n_combos, generator=generator)[: settings.batch_size]
+        chosen = _batch(neighbours[key], settings.batch_size, generator)
         # one rendering of each chosen combination
         picks = chosen * settings.renders + torch.randint(0, settings.renders, (len(chosen),), generator=generator)
         media = F.normalize(encoders[key](x[picks])[:, 0], dim=-1)
@@ -171,6 +178,9 @@ def train_encoders(
 
     facts["retrieval"] = {key: retrieval_accuracy(world, key, encoders[key], embed_text, seed=settings.seed + 1)
                           for key in world.parts}
+    facts["probes"] = {key: probe_accuracy(world, key, encoders[key], seed=settings.seed + 2) for key in world.parts}
+    for key, r in facts["probes"].items():
+        say(f"{key}: held-out linear-probe accuracy per attribute {r}")
     for key, r in facts["retrieval"].items():
         say(f"{key}: held-out retrieval media->caption {r['held_out_media_to_text']:.3f} caption->media "
             f"{r['held_out_text_to_media']:.3f} (chance {r['chance']:.4f}); training {r['train_media_to_text']:.3f}")
@@ -187,6 +197,48 @@ def train_encoders(
     facts["branches"] = sorted(owner)
     facts["parameters"] = int(sum(t.numel() for t in state.values()))
     return facts
+
+
+def _neighbours(world: ToyWorld, key: str) -> list[list[int]]:
+    """For each training combination, the training combinations that differ from it in exactly one attribute."""
+    from .contract import attributes_key
+
+    combos = world.combinations(key, "train")
+    index = {attributes_key(c): i for i, c in enumerate(combos)}
+    out: list[list[int]] = []
+    for c in combos:
+        near = []
+        for axis, value in c.items():
+            for other in world.parts[key].axes.get(axis, ()):
+                if other != value:
+                    j = index.get(attributes_key({**c, axis: other}))
+                    if j is not None:
+                        near.append(j)
+        out.append(near)
+    return out
+
+
+def _batch(neighbours: list[list[int]], size: int, generator: torch.Generator) -> torch.Tensor:
+    """Distinct training combinations for one step: half drawn at random, the rest their one-attribute
+    neighbours, so every batch holds pairs that only a single attribute tells apart (hard negatives: colour and
+    background alone would otherwise separate most random pairs, and position or shape would be learnt last)."""
+    n = len(neighbours)
+    size = min(size, n)
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for i in torch.randperm(n, generator=generator).tolist():
+        if len(chosen) >= size:
+            break
+        if i in seen:
+            continue
+        chosen.append(i)
+        seen.add(i)
+        near = [j for j in neighbours[i] if j not in seen]
+        if near and len(chosen) < size:
+            j = near[int(torch.randint(len(near), (1,), generator=generator))]
+            chosen.append(j)
+            seen.add(j)
+    return torch.tensor(chosen[:size])
 
 
 @torch.no_grad()
@@ -226,3 +278,39 @@ def retrieval_accuracy(world: ToyWorld, key: str, encoder: Any, embed_text: Call
     return {"held_out_media_to_text": round(held_acc, 4), "held_out_text_to_media": round(text_acc, 4),
             "train_media_to_text": round(train_acc, 4), "chance": round(1 / len(all_captions), 5),
             "held_out_combinations": len(held)}
+
+
+def probe_accuracy(world: ToyWorld, key: str, encoder: Any, *, renders: int = 2, seed: int = 2, steps: int = 300) -> dict[str, float]:
+    """How well each attribute can be read from the embeddings by a linear classifier: one softmax probe per
+    attribute, fitted on renderings of training combinations, scored on renderings of the held-out ones (the
+    question the input projector faces). Returns ``{attribute: held-out accuracy}``."""
+    train = world.render(key, world.combinations(key, "train"), renders, seed, tag="ptr")
+    held = world.render(key, world.combinations(key, "held_out"), renders, seed, tag="pho")
+
+    @torch.no_grad()
+    def embed(items: Sequence[Any]) -> torch.Tensor:
+        x = torch.stack([encoder.preprocess(it.media) for it in items])
+        return torch.cat([encoder(x[i : i + 256])[:, 0] for i in range(0, len(x), 256)])
+
+    xs, xh = embed(train), embed(held)
+    out: dict[str, float] = {}
+    for axis, values in world.parts[key].axes.items():
+        rows = [i for i, it in enumerate(train) if axis in it.attributes]
+        test = [i for i, it in enumerate(held) if axis in it.attributes]
+        if not rows or not test:
+            continue
+        index = {v: j for j, v in enumerate(values)}
+        y = torch.tensor([index[train[i].attributes[axis]] for i in rows])
+        probe = torch.nn.Linear(xs.shape[1], len(values))
+        opt = torch.optim.Adam(probe.parameters(), lr=0.05)
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = F.cross_entropy(probe(xs[rows] * 10), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            pred = probe(xh[test] * 10).argmax(1)
+        truth = torch.tensor([index[held[i].attributes[axis]] for i in test])
+        out[axis] = round(float((pred == truth).float().mean()), 4)
+    return out

@@ -38,7 +38,7 @@ from ..errors import ConfigError
 from .encoders import EncoderSettings
 from .language import LanguageSettings
 
-__all__ = ["SCALES", "RecipeSettings", "build_toy_world", "SHIPPED"]
+__all__ = ["SCALES", "SHIPPED", "RecipeSettings", "build_toy_world", "builtin_world", "install_world"]
 
 #: what a world folder ships (the rest is work and logs)
 SHIPPED = ("toy.toml", "manifest.json", "imagebind.safetensors", "llm", "decoders", "nextgpt")
@@ -127,6 +127,7 @@ class _Context:
     keys: tuple[str, ...]
     log: Callable[[str], None] = print
     progress: Callable[[int, int, float], None] = lambda s, n, l: None
+    reuse: Path | None = None
 
     @property
     def work(self) -> Path:
@@ -167,17 +168,38 @@ def _phase_language(ctx: _Context) -> dict[str, Any]:
                                 progress=ctx.progress, log=ctx.log)
 
 
+def decoder_fingerprint(part: Any, scale: str, seed: int) -> str:
+    """What a decoder phase's result depends on: the part's source, the scale, the seed and the library versions
+    (16 hex chars). Two runs with the same fingerprint train the same decoder."""
+    import hashlib
+    import inspect
+
+    payload = json.dumps({"source": inspect.getsource(sys.modules[type(part).__module__]), "scale": scale,
+                          "seed": seed, "versions": _versions()}, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
 def _phase_decoder(key: str, ctx: _Context) -> dict[str, Any]:
     from .contract import DecoderTraining
 
     world = ctx.world()
     part = world.parts[key]
+    fingerprint = decoder_fingerprint(part, ctx.settings.scale, ctx.settings.seed)
+    if ctx.reuse is not None:  # an earlier world trained exactly this decoder: copy it, say so in the manifest
+        try:
+            earlier = json.loads((ctx.reuse / "manifest.json").read_text(encoding="utf-8"))["phases"][f"decoder-{key}"]
+        except (OSError, ValueError, KeyError):
+            earlier = {}
+        if earlier.get("fingerprint") == fingerprint and (ctx.reuse / "decoders" / key).is_dir():
+            shutil.copytree(ctx.reuse / "decoders" / key, ctx.out / "decoders" / key)
+            ctx.log(f"reused from {ctx.reuse} (same fingerprint {fingerprint})")
+            return {**earlier, "reused_from": str(ctx.reuse)}
     renders = part.decoder_renders[ctx.settings.scale]
     items = world.render(key, world.combinations(key, "train"), renders, ctx.settings.seed + 3, tag="dec")
     ctx.log(f"{len(items)} training items ({renders} renderings of {len(world.combinations(key, 'train'))} combinations)")
     job = DecoderTraining([(it.attributes, it.caption, it.media) for it in items], ctx.out / "decoders" / key,
                           ctx.settings.scale, ctx.settings.seed + 4, ctx.progress, ctx.log)
-    return part.train_decoder(job)
+    return {**part.train_decoder(job), "fingerprint": fingerprint}
 
 
 def _phase_compose(ctx: _Context) -> dict[str, Any]:
@@ -254,7 +276,8 @@ def _stage(n: int, ctx: _Context) -> dict[str, Any]:
 
 
 def _phase_package(ctx: _Context) -> dict[str, Any]:
-    final = ctx.work / "stage3" / f"step-{ctx.settings.stage3.steps}"
+    last = 3 if any(p.can_generate for p in ctx.world().parts.values()) else 1
+    final = ctx.work / f"stage{last}" / f"step-{getattr(ctx.settings, f'stage{last}').steps}"
     target = ctx.out / "nextgpt"
     if target.exists():
         shutil.rmtree(target)
@@ -264,19 +287,25 @@ def _phase_package(ctx: _Context) -> dict[str, Any]:
 
 
 def _phases(keys: Sequence[str], generated: Sequence[str]) -> list[_Phase]:
+    """The phases and what each needs first. A world with no generated modality stops after stage 1 (stages 2
+    and 3 train the output side)."""
     frozen = ("encoders", "language", *[f"decoder-{k}" for k in generated])
-    return [
+    phases = [
         _Phase("data", (), _phase_data, 1),
         _Phase("encoders", (), _phase_encoders, 6),
         _Phase("language", (), _phase_language, 5),
         *[_Phase(f"decoder-{k}", (), functools.partial(_phase_decoder, k), 10) for k in generated],
         _Phase("compose", frozen, _phase_compose, 0),
-        _Phase("targets", ("compose", "data"), _phase_targets, 1),
         _Phase("stage1", ("compose", "data"), functools.partial(_stage, 1), 3),
-        _Phase("stage2", ("stage1", "targets"), functools.partial(_stage, 2), 3),
-        _Phase("stage3", ("stage2", "targets"), functools.partial(_stage, 3), 4),
-        _Phase("package", ("stage3",), _phase_package, 0),
     ]
+    if generated:
+        phases += [
+            _Phase("targets", ("compose", "data"), _phase_targets, 1),
+            _Phase("stage2", ("stage1", "targets"), functools.partial(_stage, 2), 3),
+            _Phase("stage3", ("stage2", "targets"), functools.partial(_stage, 3), 4),
+        ]
+    phases.append(_Phase("package", ("stage3" if generated else "stage1",), _phase_package, 0))
+    return phases
 
 
 # ---------------------------------------------------------------------------------------------- the composition
@@ -325,7 +354,8 @@ def composition_text(world: Any, settings: RecipeSettings, *, checkpoint: bool) 
     ]
     for key, part in world.parts.items():
         recipe = part.encoder_recipe(settings.scale)
-        encoder = {"id": recipe.encoder, "options": {**recipe.encoder_options, "checkpoint": f"{here}/imagebind.safetensors"}}
+        trained = {"checkpoint": f"{here}/imagebind.safetensors"} if recipe.branch is not None else {}
+        encoder = {"id": recipe.encoder, "options": {**recipe.encoder_options, **trained}}
         lines += ["", f"[modalities.{key}]", f"encoder = {_toml(encoder)}",
                   f"input_projector = {_toml({'id': 'linear', 'options': {'tokens': settings.input_tokens}})}"]
         if part.can_generate:
@@ -346,6 +376,10 @@ def _child(phase: _Phase, ctx_args: dict[str, Any], queue: Any) -> None:
     out = Path(ctx_args["out"])
     log_path = out / "logs" / f"{phase.name}.log"
     with open(log_path, "a", encoding="utf-8") as log_file:
+        # everything the libraries print (warnings, their own progress bars) goes to the phase's log, not the
+        # terminal where the parent draws one bar per phase
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
         def log(line: str) -> None:
             log_file.write(line.rstrip("\n") + "\n")
             log_file.flush()
@@ -358,17 +392,14 @@ def _child(phase: _Phase, ctx_args: dict[str, Any], queue: Any) -> None:
                 last[0] = now
                 queue.put(("progress", phase.name, step, total, loss))
 
-        ctx = _Context(out=out, settings=ctx_args["settings"], keys=ctx_args["keys"], log=log, progress=progress)
+        ctx = _Context(out=out, settings=ctx_args["settings"], keys=ctx_args["keys"], log=log, progress=progress,
+                       reuse=ctx_args.get("reuse"))
         started = time.perf_counter()
+        cpu = time.process_time()
         try:
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()) as captured:
-                facts = phase.run(ctx)
-            if captured.getvalue().strip():
-                log(captured.getvalue())
-            facts = {**facts, "wall_seconds": round(time.perf_counter() - started, 1)}
+            facts = phase.run(ctx)
+            facts = {**facts, "wall_seconds": round(time.perf_counter() - started, 1),
+                     "cpu_seconds": round(time.process_time() - cpu, 1)}
             log(f"done in {facts['wall_seconds']} s")
             queue.put(("done", phase.name, facts))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the build
@@ -385,6 +416,7 @@ def build_toy_world(
     keys: Sequence[str] | None = None,
     bars: bool = True,
     settings: RecipeSettings | None = None,
+    reuse: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Build the toy world into ``out`` (see the module docstring); returns the manifest.
 
@@ -395,6 +427,9 @@ def build_toy_world(
         jobs: worker processes for the independent phases (one torch thread each).
         keys: the modalities (default: every installed plugin with a toy-world part).
         bars: draw a progress bar per phase (tqdm) on stderr.
+        reuse: an earlier world: each decoder it trained with the same fingerprint (:func:`decoder_fingerprint`:
+            the part's source, scale, seed, library versions) is copied instead of trained again, and the manifest
+            says so (``reused_from``). Everything else is trained anew.
 
     Raises:
         ConfigError: a bad scale, an unusable ``out``, or a phase that failed (its log is named).
@@ -426,12 +461,15 @@ def build_toy_world(
             ready = [p for p in phases.values() if p.name not in facts and p.name not in running
                      and all(n in facts for n in p.needs)]
             for phase in sorted(ready, key=lambda p: -p.weight)[: max(0, jobs - len(running))]:
-                proc = context.Process(target=_child, args=(phase, {"out": str(out), "settings": settings, "keys": keys}, queue),
+                child_args = {"out": str(out), "settings": settings, "keys": keys,
+                              "reuse": Path(reuse).resolve() if reuse is not None else None}
+                proc = context.Process(target=_child, args=(phase, child_args, queue),
                                        name=f"toy-{phase.name}")
                 proc.start()
                 running[phase.name] = proc
                 if tqdm is not None:
-                    bar_of[phase.name] = tqdm(total=1, desc=f"{phase.name:>16}", unit="step", dynamic_ncols=True, leave=True)
+                    bar_of[phase.name] = tqdm(total=1, desc=f"{phase.name:>16}", unit="step", dynamic_ncols=True,
+                                              leave=False)
             if not running:
                 raise ConfigError("toy world: phases cannot start (a dependency cycle)")
             kind, name, *rest = queue.get()
@@ -445,10 +483,11 @@ def build_toy_world(
             elif kind == "done":
                 facts[name] = rest[0]
                 running.pop(name).join()
-                if name in bar_of:
-                    bar_of[name].n = bar_of[name].total
-                    bar_of[name].set_postfix_str(f"{rest[0].get('wall_seconds', 0):.0f} s", refresh=True)
-                    bar_of[name].close()
+                bar = bar_of.pop(name, None)
+                if bar is not None:
+                    bar.close()
+                line = f"{name:>16}: done in {rest[0].get('wall_seconds', 0):.0f} s (log: {out / 'logs' / (name + '.log')})"
+                (tqdm.write if tqdm is not None else print)(line, file=sys.stderr)
             else:
                 failures.append(f"phase {name} failed: {rest[0]} (log: {out / 'logs' / (name + '.log')})")
                 running.pop(name).join()
@@ -488,15 +527,15 @@ def _prepare_output(out: Path) -> Path:
         ours = manifest.is_file() and _is_toy_manifest(manifest) or (out / "logs").is_dir() and (out / "work").is_dir()
         if not ours:
             raise ConfigError(f"--out {out}: the folder is not empty and is not a toy world; give a new folder")
+        leftovers = sorted(p.name for p in out.iterdir() if p.name not in (*SHIPPED, "logs", "work"))
+        if leftovers:  # checked before anything is removed: a user's file in there stops the build whole
+            raise ConfigError(f"--out {out}: holds files a toy world does not write ({', '.join(leftovers[:5])}); give a new folder")
         for name in (*SHIPPED, "logs", "work"):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-        leftovers = sorted(p.name for p in out.iterdir())
-        if leftovers:
-            raise ConfigError(f"--out {out}: holds files a toy world does not write ({', '.join(leftovers[:5])}); give a new folder")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -554,3 +593,48 @@ def _write_manifest(out: Path, settings: RecipeSettings, keys: Sequence[str], fa
     }
     write_weights_manifest(out, files, rebuild=REBUILD, extra=extra)
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+
+def builtin_world() -> Path:
+    """The folder of the built-in ``toy`` composition inside the package (``nextgpt_core/compositions/toy``)."""
+    return Path(__file__).resolve().parents[1] / "compositions" / "toy"
+
+
+def install_world(world: str | os.PathLike[str], target: Path | None = None) -> Path:
+    """Copy a built world's shipped files (:data:`SHIPPED`) into ``target`` (default :func:`builtin_world`),
+    replacing the toy world there: into a temporary sibling first, then swapped in, so an interrupted install
+    leaves the old world whole.
+
+    Raises:
+        ConfigError: ``world`` is not a complete toy world (no manifest of ours, or a file missing or altered).
+    """
+    from ..weights_manifest import verify_weights_manifest
+
+    source = Path(world)
+    manifest = source / "manifest.json"
+    if not manifest.is_file() or not _is_toy_manifest(manifest):
+        raise ConfigError(f"{source}: not a toy world (no manifest.json written by `nextgpt toy build`)")
+    verify_weights_manifest(manifest)
+    target = target or builtin_world()
+    if target.exists() and not (target / "manifest.json").is_file():
+        raise ConfigError(f"{target}: exists and is not a toy world; not replacing it")
+    staging = target.with_name(f".{target.name}.installing")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name in SHIPPED:
+        path = source / name
+        if path.is_dir():
+            shutil.copytree(path, staging / name, ignore=shutil.ignore_patterns("trainer_state"))
+        elif path.is_file():
+            shutil.copy2(path, staging / name)
+    verify_weights_manifest(staging / "manifest.json")
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+    return target

@@ -81,6 +81,20 @@ MOSIT_GENERATED = {
     "video": ("Video", re.compile(r"mosit_v_.*?\.mp4")),
     "audio": ("Audio", re.compile(r"mosit_a_.*?\.wav")),
 }
+
+
+def mosit_generated_name(modality: str, stem: str) -> str | None:
+    """A file name for media the assistant generates in a MosIT row, as the official files name them
+    (``mosit_i_<stem>.jpg`` / ``mosit_v_<stem>.mp4`` / ``mosit_a_<stem>.wav``); ``None`` for a modality with no
+    official convention (any tag in a gpt turn is then an output)."""
+    spelled = {"image": "mosit_i_{}.jpg", "video": "mosit_v_{}.mp4", "audio": "mosit_a_{}.wav"}.get(modality)
+    if spelled is None:
+        return None
+    name = spelled.format(stem)
+    assert MOSIT_GENERATED[modality][1].fullmatch(name)
+    return name
+
+
 #: Official stage-1 prompt (``build_one_instance_stage_1``).
 DEFAULT_CAPTION_PROMPT = "generate a caption"
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}

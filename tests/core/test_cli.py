@@ -41,13 +41,13 @@ def test_generate_writes_reply_and_media(runner, registry, fake_files, tmp_path)
     assert result.exit_code == 0, result.output
     assert (out / "fake_audio_0.faud").is_file() and (out / "reply.txt").is_file()
     assert f"wrote {out / 'fake_audio_0.faud'}" in result.stdout and "seed: 3" in result.stdout
-    runner.invoke(app, ["generate", "-p", "hello", "-i", str(fake_files["image"]), "-i", f"fake_depth={fake_files['other']}",
+    runner.invoke(app, ["generate", "--composition", "tiny", "-p", "hello", "-i", str(fake_files["image"]), "-i", f"fake_depth={fake_files['other']}",
                                 "-w", "fake_audio", "--seed", "3", "-o", str(tmp_path / "again")])
     assert (tmp_path / "again" / "fake_audio_0.faud").read_bytes() == (out / "fake_audio_0.faud").read_bytes()
 
 
 def test_demo_uses_every_installed_modality(runner, registry, tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    result = runner.invoke(app, ["demo", "--composition", "tiny", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for name in ("input_fake_image.fimg", "input_fake_audio.faud", "input_fake_depth.fimg",
                  "reply/fake_image_0.fimg", "reply/fake_audio_0.faud", "reply/reply.txt"):
@@ -56,20 +56,20 @@ def test_demo_uses_every_installed_modality(runner, registry, tmp_path):
 
 
 def test_missing_file(runner, registry):
-    assert "input file not found: '/no/such.fimg'" in _error_line(runner.invoke(app, ["generate", "-p", "x", "-i", "/no/such.fimg"]))
+    assert "input file not found: '/no/such.fimg'" in _error_line(runner.invoke(app, ["generate", "--composition", "tiny", "-p", "x", "-i", "/no/such.fimg"]))
 
 
 def test_unsupported_media_type(runner, registry, tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("hi")
-    line = _error_line(runner.invoke(app, ["generate", "-p", "x", "-i", str(f)]))
+    line = _error_line(runner.invoke(app, ["generate", "--composition", "tiny", "-p", "x", "-i", str(f)]))
     assert "unsupported media type '.txt'" in line and ".faud, .fimg" in line
 
 
 def test_unknown_modality(runner, registry, fake_files):
-    line = _error_line(runner.invoke(app, ["generate", "-p", "x", "-i", f"imgae={fake_files['image']}"]))
+    line = _error_line(runner.invoke(app, ["generate", "--composition", "tiny", "-p", "x", "-i", f"imgae={fake_files['image']}"]))
     assert "unknown modality 'imgae'; registered: fake_audio, fake_depth, fake_image" in line
-    line = _error_line(runner.invoke(app, ["generate", "-p", "x", "-w", "fake_depth"]))
+    line = _error_line(runner.invoke(app, ["generate", "--composition", "tiny", "-p", "x", "-w", "fake_depth"]))
     assert "cannot generate 'fake_depth'" in line
 
 
@@ -86,9 +86,9 @@ def test_malformed_composition(runner, registry, tmp_path):
 def test_corrupt_media_and_bad_checkpoint(runner, registry, tmp_path):
     f = tmp_path / "broken.fimg"
     f.write_bytes(b"\x93NUMPY garbage")
-    assert "broken.fimg' is not a readable fake media file" in _error_line(runner.invoke(app, ["generate", "-p", "x", "-i", str(f)]))
-    assert "checkpoint folder not found" in _error_line(runner.invoke(app, ["generate", "-p", "x", "--checkpoint", str(tmp_path / "none")]))
-    assert "not a nextgpt checkpoint" in _error_line(runner.invoke(app, ["generate", "-p", "x", "--checkpoint", str(tmp_path)]))
+    assert "broken.fimg' is not a readable fake media file" in _error_line(runner.invoke(app, ["generate", "--composition", "tiny", "-p", "x", "-i", str(f)]))
+    assert "checkpoint folder not found" in _error_line(runner.invoke(app, ["generate", "--composition", "tiny", "-p", "x", "--checkpoint", str(tmp_path / "none")]))
+    assert "not a nextgpt checkpoint" in _error_line(runner.invoke(app, ["generate", "--composition", "tiny", "-p", "x", "--checkpoint", str(tmp_path)]))
 
 
 def test_compose_validate_and_show(runner, registry):

@@ -35,7 +35,7 @@ def test_plugins_and_help_never_import_torch():
 
 
 def test_demo_end_to_end_and_fake_plugin_stays_out_of_it(tmp_path):
-    proc = subprocess.run([EXE, "demo", "--out", str(tmp_path / "a")], env=_env(NEXTGPT_LOAD_PLUGINS="fake"),
+    proc = subprocess.run([EXE, "demo", "--composition", "tiny", "--out", str(tmp_path / "a")], env=_env(NEXTGPT_LOAD_PLUGINS="fake"),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "a" / "reply" / "fake_image_0.fimg").is_file()
@@ -46,7 +46,7 @@ def test_demo_end_to_end_and_fake_plugin_stays_out_of_it(tmp_path):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    proc = subprocess.run([EXE, "generate", "-p", "x", "-i", str(tmp_path / "missing.fimg")],
+    proc = subprocess.run([EXE, "generate", "--composition", "tiny", "-p", "x", "-i", str(tmp_path / "missing.fimg")],
                           env=_env(NEXTGPT_LOAD_PLUGINS="fake"), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: input file not found: '{tmp_path / 'missing.fimg'}'"]

@@ -38,6 +38,7 @@ EXPECTED_FILES = {
     f"{PACKAGE}/nextgpt_tabular/media.py",
     f"{PACKAGE}/nextgpt_tabular/encoder.py",
     f"{PACKAGE}/nextgpt_tabular/decoder.py",
+    f"{PACKAGE}/nextgpt_tabular/toy.py",
     f"{PACKAGE}/tests/test_tabular.py",
 }
 #: The tutorial's test file: 6 encoder + 7 decoder + 3 media-io conformance tests and its own 3.
@@ -222,3 +223,37 @@ def test_tiny_composition_generates_tabular(tutorial: Tutorial) -> None:
     assert report["roundtrip"], "the saved .csv must read back as the generated row"
     assert report["files"] == ["tabular_0.csv", "reply.txt"]
     assert report["cache_hits"] >= 1, "the second request must reuse the cached encoding of the input row"
+
+
+_TOY = """
+import json
+
+import numpy as np
+
+from nextgpt_core.toy.world import ToyWorld
+
+world = ToyWorld.installed()
+part = world.parts["tabular"]
+rng = np.random.default_rng(0)
+combos = world.combinations("tabular")
+right = sum(part.read_back(part.render(c, rng)) == c for c in combos for _ in range(50))
+print(json.dumps({"parts": list(world.parts), "read_back": right / (50 * len(combos)),
+                  "held_out": world.held_out_fraction("tabular"), "parse": part.parse("It shows " + part.caption(combos[0]) + ".") == combos[0]}))
+"""
+
+
+def test_the_tutorial_part_joins_the_toy_world(tutorial: Tutorial, tmp_path: Path) -> None:
+    """The toy-world part of section 10: found through its hook, read back on its own renderings, and the mini
+    recipe builds a (tables-only, input-only) world from it with no core edit."""
+    script = tutorial.root / "toy_check.py"
+    script.write_text(_TOY)
+    result = tutorial.run(str(script))
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["parts"] == ["tabular"] and report["read_back"] >= 0.99 and report["held_out"] >= 0.1 and report["parse"]
+    out = tmp_path / "world"
+    built = tutorial.run("-m", "nextgpt_core.cli", "toy", "build", "--scale", "mini", "--modality", "tabular", "--out", str(out))
+    assert built.returncode == 0, built.stderr[-4000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["modalities"] == ["tabular"] and "stage1" in manifest["phases"] and "stage2" not in manifest["phases"]
+    assert "[modalities.tabular]" in (out / "toy.toml").read_text()

@@ -174,7 +174,7 @@ def test_demo_with_the_real_plugins(monkeypatch, tmp_path):
     monkeypatch.setenv("NEXTGPT_LOAD_PLUGINS", ",".join(REAL))
     reset_registry()
     try:
-        result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
+        result = CliRunner().invoke(app, ["demo", "--composition", "tiny", "--out", str(tmp_path)])
     finally:
         reset_registry()
     assert result.exit_code == 0, result.output

@@ -25,7 +25,7 @@ def calls(tiny_model, monkeypatch):
 
 
 def _chat(script: list[str], *args: str):
-    result = CliRunner().invoke(app, ["chat", *args], input="".join(line + "\n" for line in script))
+    result = CliRunner().invoke(app, ["chat", "--composition", "tiny", *args], input="".join(line + "\n" for line in script))
     assert result.exit_code == 0, (result.output, result.exception)
     assert "Traceback" not in result.output
     return result
@@ -136,8 +136,8 @@ def test_startup_errors_are_one_line_exit_2(calls, tmp_path):
     bad.write_text('name = "x"\n[llm.tiny]\nhidden_size = "big"\n')
     result = CliRunner().invoke(app, ["chat", "-c", str(bad)], input="hi\n")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "llm.tiny.hidden_size" in result.stderr
-    result = CliRunner().invoke(app, ["chat", "--checkpoint", str(tmp_path / "none")], input="hi\n")
+    result = CliRunner().invoke(app, ["chat", "-c", "tiny", "--checkpoint", str(tmp_path / "none")], input="hi\n")
     assert result.exit_code == 2 and "checkpoint folder not found" in result.stderr
-    result = CliRunner().invoke(app, ["chat", "--want", "fake_depth"], input="hi\n")
+    result = CliRunner().invoke(app, ["chat", "-c", "tiny", "--want", "fake_depth"], input="hi\n")
     assert result.exit_code == 2 and result.stderr == "error: cannot generate 'fake_depth'; outputs: fake_image, fake_audio\n"
     assert calls == []

@@ -161,7 +161,7 @@ def test_generate_with_a_stage_3_checkpoint_as_the_docs_show(dataset, tmp_path, 
     manifest = json.loads((tmp_path / "s3" / "step-2" / "manifest.json").read_text())
     assert manifest["composition_settings"]["lora"]["enabled"] is True
     out = tmp_path / "reply"
-    result = runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "s3" / "step-2"), "--prompt",
+    result = runner.invoke(app, ["generate", "--composition", "tiny", "--checkpoint", str(tmp_path / "s3" / "step-2"), "--prompt",
                                  "show me a red square", "--want", "fake_image", "--seed", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "error" not in result.output and (out / "reply.txt").is_file()

@@ -41,7 +41,7 @@ def test_decoder_loss_is_per_target_seeded_and_reaches_only_the_conditioning(rea
 
 
 def _stage2(real_registry, tmp_path, *, denoise_weight, l2_weight, modalities=("image",)):
-    synth = make_synthetic_dataset(tmp_path / "data", 4, modalities=modalities)
+    synth = make_synthetic_dataset(tmp_path / "data", 4, modalities=modalities, registry=real_registry)
     samples = []
     for key in modalities:
         samples += read_dataset(synth.xcaption[key], task="generate", media_root=synth.media,

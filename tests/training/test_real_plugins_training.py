@@ -40,10 +40,10 @@ def real_registry():
 
 @pytest.fixture(scope="module")
 def data(real_registry, tmp_path_factory):
-    """Synthetic media (2 per modality): 6 captioning samples (media in) and 6 generation samples (targets out),
-    with the generation targets cached by the real tiny decoders (stage 1 trains no L2 and ignores them)."""
+    """Synthetic toy-world media (2 per modality): 6 captioning samples (media in) and 6 generation samples (targets
+    out), with the generation targets cached by the real tiny decoders (stage 1 trains no L2 and ignores them)."""
     root = tmp_path_factory.mktemp("real-data")
-    ds = make_synthetic_dataset(root / "data", 2, seed=3)
+    ds = make_synthetic_dataset(root / "data", 2, seed=3, registry=real_registry)
     loaded = read_dataset(ds.jsonl, media_root=ds.media, registry=real_registry)
     assert loaded.report.kept == 12, loaded.report.summary()
     samples = list(loaded.samples)

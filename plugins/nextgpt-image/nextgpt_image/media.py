@@ -58,9 +58,17 @@ class ImageIO(MediaIO):
         return rgb
 
     def write(self, media: Any, path: Path) -> Path:
-        """Encode ``media`` (PIL image or uint8 ``(H, W, 3)`` array) as a lossless RGB PNG at ``path``."""
+        """Encode ``media`` (PIL image or uint8 ``(H, W, 3)`` array) at ``path``: a lossless RGB PNG, or JPEG
+        (quality 95) / lossless WebP when the suffix asks for one."""
         path = Path(path)
-        _as_rgb_image(media).save(path, format="PNG")
+        suffix = path.suffix.lower()
+        image = _as_rgb_image(media)
+        if suffix in (".jpg", ".jpeg"):
+            image.save(path, format="JPEG", quality=95)
+        elif suffix == ".webp":
+            image.save(path, format="WEBP", lossless=True)
+        else:
+            image.save(path, format="PNG")
         return path
 
     def to_bytes(self, media: Any) -> bytes:

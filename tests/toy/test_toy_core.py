@@ -1,0 +1,133 @@
+"""The toy world's core pieces on their own: dialogues and their splits, the composition a world writes, the
+weights manifest, and where a build may write."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from nextgpt_registry import Registry
+
+from nextgpt_core.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from nextgpt_core.plugins import DEFAULT_PLUGINS
+
+REAL = ["image", "video", "audio", "depth"]
+
+
+@pytest.fixture(scope="module")
+def world():
+    from nextgpt_core.toy.world import ToyWorld
+
+    return ToyWorld.installed(Registry.load(DEFAULT_PLUGINS, allow=REAL))
+
+
+@pytest.mark.parametrize("task", ["describe", "generate", "convert", "edit", "multi"])
+def test_eval_dialogues_check_held_out_items_with_held_out_phrasings(world, task):
+    from nextgpt_core.toy.dialogues import Given, Made, make_dialogues
+    from nextgpt_core.toy.world import phrasings
+
+    for split in ("train", "eval"):
+        dialogues = make_dialogues(world, task, 12, split=split, seed=3)
+        assert len(dialogues) == 12, (task, split)
+        for d in dialogues:
+            roles = [role for role, _ in d.turns]
+            assert roles == ["user", "assistant"] * (len(roles) // 2) and d.checks
+            checked = d.checks[0]
+            assert world.is_held_out(checked.modality, checked.attributes) == (split == "eval")
+            if split == "train":  # nothing in a training dialogue is held out
+                for _, parts in d.turns:
+                    for p in parts:
+                        if isinstance(p, (Given, Made)):
+                            assert not world.is_held_out(p.modality, p.attributes)
+            user = " ".join(p for role, parts in d.turns if role == "user" for p in parts if isinstance(p, str))
+            held_phrasings = [q for part in world.parts.values() for q in phrasings(part.describe_requests, "eval")]
+            assert any(q in user for q in held_phrasings) == (split == "eval" and task == "describe") or task != "describe"
+    assert make_dialogues(world, task, 5, split="train", seed=3)[0].turns == make_dialogues(world, task, 5, split="train", seed=3)[0].turns
+
+
+def test_keywords_and_the_llm_text_of_a_turn():
+    import numpy as np
+
+    from nextgpt_core.toy.dialogues import Given, Made, keywords, text_of
+
+    assert keywords("a large red circle on the left on a white background") == "large red circle left white"
+    given = Given("image", {}, "a small blue square at the top on a black background")
+    made = Made("image", {}, "a red circle")
+    text = text_of([given, "What is this?"], np.random.default_rng(0), shuffle=0.0)
+    assert text == "small blue square top black What is this?"
+    assert text_of(["Here it is.", made], np.random.default_rng(0)) == "Here it is."
+
+
+def test_parse_finds_the_longest_caption(world):
+    part = world.parts["image"]
+    pair = {"layout": "pair", "shape": "circle", "colour": "red", "relation": "left of", "shape2": "square",
+            "colour2": "blue", "background": "black"}
+    assert part.parse(f"Sure: {part.caption(pair)}.") == pair
+    assert part.parse("nothing of the sort") is None
+
+
+def test_the_world_composition_names_every_part_relative_to_itself(world):
+    from nextgpt_core.toy.recipe import SCALES, composition_text
+
+    data = tomllib.loads(composition_text(world, SCALES["full"], checkpoint=True))
+    assert data["name"] == "toy" and data["checkpoint"] == "${COMPOSITION_DIR}/nextgpt"
+    assert data["weights_manifest"] == "${COMPOSITION_DIR}/manifest.json" and data["llm"]["path"] == "${COMPOSITION_DIR}/llm"
+    assert list(data["modalities"]) == list(world.parts)
+    for key, m in data["modalities"].items():
+        assert m["encoder"]["options"]["checkpoint"] == "${COMPOSITION_DIR}/imagebind.safetensors"
+        assert ("decoder" in m) == world.parts[key].can_generate
+        if "decoder" in m:
+            assert m["decoder"]["options"]["path"] == f"${{COMPOSITION_DIR}}/decoders/{key}"
+
+
+def test_weights_manifest_names_a_missing_altered_or_escaping_file(tmp_path):
+    from nextgpt_core.weights_manifest import verify_weights_manifest, write_weights_manifest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "w.bin").write_bytes(b"weights")
+    manifest = write_weights_manifest(tmp_path, ["a/w.bin"], rebuild="make toy-world")
+    assert verify_weights_manifest(manifest) == {"a/w.bin": json.loads(manifest.read_text())["files"]["a/w.bin"]}
+    (tmp_path / "a" / "w.bin").write_bytes(b"weightz")
+    with pytest.raises(CheckpointError, match=r"corrupted: .*w\.bin.*make toy-world"):
+        verify_weights_manifest(manifest)
+    (tmp_path / "a" / "w.bin").unlink()
+    with pytest.raises(WeightsNotFoundError, match=r"missing: .*w\.bin.*make toy-world"):
+        verify_weights_manifest(manifest)
+    manifest.write_text(json.dumps({"files": {"../outside": "0" * 64}}))
+    with pytest.raises(CheckpointError, match="outside"):
+        verify_weights_manifest(manifest)
+    manifest.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable weights manifest"):
+        verify_weights_manifest(manifest)
+
+
+def test_a_build_writes_only_into_a_new_folder_or_an_earlier_world(tmp_path, monkeypatch):
+    from nextgpt_core.toy.recipe import _prepare_output
+
+    assert _prepare_output(tmp_path / "new").is_dir()
+    earlier = tmp_path / "earlier"
+    (earlier / "logs").mkdir(parents=True)
+    (earlier / "work").mkdir()
+    (earlier / "manifest.json").write_text(json.dumps({"format": "nextgpt-toy-world"}))
+    assert _prepare_output(earlier) == earlier and not any(earlier.iterdir())
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a toy world"):
+        _prepare_output(foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    mixed = tmp_path / "mixed"
+    (mixed / "logs").mkdir(parents=True)
+    (mixed / "work").mkdir()
+    (mixed / "manifest.json").write_text(json.dumps({"format": "nextgpt-toy-world"}))
+    (mixed / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="notes.txt"):
+        _prepare_output(mixed)
+    assert (mixed / "notes.txt").read_text() == "mine"
+    monkeypatch.chdir(earlier)
+    with pytest.raises(ConfigError, match="current folder"):
+        _prepare_output(Path("."))
+    with pytest.raises(ConfigError, match="current folder"):
+        _prepare_output(Path(".."))

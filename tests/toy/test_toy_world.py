@@ -1,0 +1,151 @@
+"""The toy world end to end at the miniature scale (`nextgpt toy build --scale mini`: every phase, tiny sizes, a few
+steps), what it ships, and the rules that make its numbers honest (nothing held out is ever trained on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nextgpt_registry import Registry
+
+from nextgpt_core.plugins import DEFAULT_PLUGINS
+
+REAL = ["image", "video", "audio", "depth"]
+ENV = {**os.environ, "NEXTGPT_LOAD_PLUGINS": ",".join(REAL)}
+
+
+@pytest.fixture(scope="module")
+def real_registry():
+    return Registry.load(DEFAULT_PLUGINS, allow=REAL)
+
+
+@pytest.fixture(scope="module")
+def world(real_registry):
+    from nextgpt_core.toy.world import ToyWorld
+
+    return ToyWorld.installed(real_registry)
+
+
+def _nextgpt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nextgpt_core.cli", *args], capture_output=True, text=True, env=ENV,
+                          cwd=cwd, timeout=900)
+
+
+def test_every_plugin_offers_a_part_and_holds_out_at_least_a_tenth(world):
+    assert list(world.parts) == sorted(REAL)  # registration order: entry points sorted by name
+    for key, part in world.parts.items():
+        captions = [part.caption(c) for c in world.combinations(key)]
+        assert len(set(captions)) == len(captions), f"{key}: two combinations share a caption"
+        assert world.held_out_fraction(key) >= 0.10, key
+        assert world.combinations(key, "train") and world.combinations(key, "held_out")
+    assert len(world.combinations("image")) >= 300 and len(world.combinations("video")) >= 100
+    assert len(world.combinations("audio")) >= 50
+
+
+def test_nothing_held_out_reaches_any_training_file(world, real_registry, tmp_path):
+    """No held-out caption and no held-out phrasing appears in the stage files or in the LLM's corpus."""
+    from nextgpt_core.composition import PromptSettings
+    from nextgpt_core.toy.data import write_training_data
+    from nextgpt_core.toy.language import LanguageSettings, pretraining_texts
+    from nextgpt_core.toy.world import phrasings
+
+    files = write_training_data(world, tmp_path, registry=real_registry, renders={k: 1 for k in world.parts},
+                                dialogues={"describe": 60, "generate": 60, "convert": 40, "edit": 60, "multi": 30, "t2m": 20})
+    held = {world.parts[k].caption(c) for k in world.parts for c in world.combinations(k, "held_out")}
+    train = {world.parts[k].caption(c) for k in world.parts for c in world.combinations(k, "train")}
+    assert not held & train
+    captions: list[str] = []
+    texts: list[str] = []
+    for path in [*files.xcaption.values(), *files.t2m.values(), files.mosit]:
+        rows = json.loads(Path(path).read_text())
+        for row in rows:
+            captions += [row["caption"]] if "caption" in row else []
+            for key in world.parts:
+                captions += [item["caption"] for item in row.get(f"{key}_list", [])]
+            for turn in row.get("conversation", []):
+                texts.append(turn["value"])
+                if turn.get("caption"):
+                    captions.append(turn["caption"])
+    assert captions and set(captions) <= train
+    corpus = pretraining_texts(world, PromptSettings(), LanguageSettings(dialogues=40, copies=1))
+    for text in texts + corpus:
+        assert not any(h in text for h in held), text
+    for part in world.parts.values():
+        for request in phrasings(part.describe_requests, "eval"):
+            assert not any(request in t for t in texts + corpus), request
+
+
+@pytest.fixture(scope="module")
+def mini_world(tmp_path_factory):
+    """`nextgpt toy build --scale mini`, as a user runs it (every phase; a couple of steps each)."""
+    out = tmp_path_factory.mktemp("toy") / "world"
+    done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(out), "--jobs", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_mini_build_writes_a_world_every_phase_logged(mini_world):
+    manifest = json.loads((mini_world / "manifest.json").read_text())
+    assert manifest["format"] == "nextgpt-toy-world" and manifest["rebuild"] == "make toy-world"
+    assert set(manifest["modalities"]) == set(REAL)
+    for phase in ("data", "encoders", "language", "decoder-image", "decoder-video", "decoder-audio", "compose",
+                  "targets", "stage1", "stage2", "stage3", "package"):
+        assert phase in manifest["phases"], phase
+        assert (mini_world / "logs" / f"{phase}.log").is_file(), phase
+    shipped = set(manifest["files"])
+    assert "imagebind.safetensors" in shipped and "nextgpt/manifest.json" in shipped and "llm/config.json" in shipped
+    assert any(f.startswith("decoders/video/unet/") for f in shipped)
+    assert not any(f.startswith(("work/", "logs/")) for f in shipped)
+    assert manifest["versions"]["torch"] and manifest["settings"]["scale"] == "mini"
+
+
+def test_mini_world_answers_through_the_public_api(mini_world, real_registry, tmp_path):
+    from nextgpt_core import Conversation, Media, NextGPT
+
+    model = NextGPT.from_composition(mini_world / "toy.toml", registry=real_registry)
+    assert model.composition.name == "toy" and model.composition.checkpoint is not None
+    picture = tmp_path / "in.png"
+    model.media_io("image").write(model.media_io("image").example(), picture)
+    conversation = Conversation.from_prompt("What is in this picture?", [Media.from_path(picture)])
+    reply = model.generate(conversation, want=["video"], seed=0, max_new_tokens=8)
+    assert [m.modality for m in reply.media] == ["video"]
+    assert reply.media[0].data.frames.shape == (8, 32, 32, 3)
+
+
+def test_a_missing_or_corrupted_weights_file_is_one_line_naming_it(mini_world, tmp_path):
+    world = tmp_path / "copy"
+    shutil.copytree(mini_world, world, ignore=shutil.ignore_patterns("work", "logs"))
+    unet = next((world / "decoders" / "image" / "unet").glob("*.safetensors"))
+    unet.write_bytes(unet.read_bytes()[:-10] + b"0123456789")
+    done = _nextgpt("generate", "--composition", str(world / "toy.toml"), "--prompt", "hi", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "corrupted" in done.stderr and unet.name in done.stderr and "make toy-world" in done.stderr
+    unet.unlink()
+    done = _nextgpt("generate", "--composition", str(world / "toy.toml"), "--prompt", "hi", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "missing" in done.stderr and unet.name in done.stderr, done.stderr
+
+
+def test_mini_eval_writes_results_and_report(mini_world, tmp_path):
+    out = tmp_path / "eval"
+    done = _nextgpt("eval", "--composition", str(mini_world / "toy.toml"), "--out", str(out), "--limit", "1",
+                    "--variant", "model", "--variant", "ceiling")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert {"describe/image", "generate/video", "multi"} <= set(results["tasks"])
+    for task, entry in results["tasks"].items():
+        assert entry["model"]["n"] == 1 and 0 <= entry["model"]["accuracy"] <= 1
+    assert "| task |" in (out / "report.md").read_text()
+
+
+def test_build_never_writes_into_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(tmp_path))
+    assert done.returncode == 2 and "not a toy world" in done.stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+    done = _nextgpt("toy", "build", "--scale", "mini", "--out", ".", cwd=tmp_path)
+    assert done.returncode == 2 and "current folder" in done.stderr
