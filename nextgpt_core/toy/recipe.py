@@ -32,6 +32,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from queue import Empty
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ConfigError
@@ -472,7 +473,14 @@ def build_toy_world(
                                               leave=False)
             if not running:
                 raise ConfigError("toy world: phases cannot start (a dependency cycle)")
-            kind, name, *rest = queue.get()
+            try:
+                kind, name, *rest = queue.get(timeout=5.0)
+            except Empty:  # a worker that died without a word (killed, out of memory) stops the build
+                for name, proc in list(running.items()):
+                    if not proc.is_alive() and proc.exitcode not in (0, None):
+                        failures.append(f"phase {name} died (exit code {proc.exitcode}; log: {out / 'logs' / (name + '.log')})")
+                        running.pop(name)
+                continue
             if kind == "progress":
                 step, total, loss = rest
                 bar = bar_of.get(name)
