@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml registry/pyproject.toml constraints.txt $(PLU
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/nextgpt demo --out outputs/demo
+	$(BIN)/nextgpt demo --out outputs/demo --overwrite
 
 # The fake plugin is installed as a real distribution into build/test-plugins (not into .venv), so its entry
 # point is found by the tests (PYTHONPATH below) and never by `nextgpt demo`.

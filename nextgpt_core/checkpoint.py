@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import torch
 
 from .errors import CheckpointError
+from .folders import CHECKPOINT as CHECKPOINT_FOLDER
 from .interfaces import Component, load_state_strict
 from .lora import lora_state_dict
 from .serialization import atomic_directory, read_safetensors, sha256_file, write_safetensors
@@ -49,8 +50,13 @@ def save_checkpoint(
     *,
     parts: Iterable[str] = PARTS,
     metadata: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write the chosen trainable ``parts`` of ``model`` to ``directory`` atomically; returns the path.
+
+    An existing checkpoint at ``directory`` is replaced when ``overwrite`` (else refused); a folder that is not a
+    nextgpt checkpoint, or holds files its manifest does not list, is never replaced
+    (:class:`~nextgpt_core.folders.OutputFolderError`).
 
     ``parts`` are names of :data:`PARTS` (the default) and :data:`OPTIONAL_PARTS`: ``"embeddings"`` writes the
     whole input-embedding and LM-head matrices ``(V, H)`` (for weights trained whole; ``token_rows`` covers the
@@ -61,7 +67,7 @@ def save_checkpoint(
     if unknown:
         raise CheckpointError(f"unknown checkpoint part(s) {unknown}; parts: {', '.join(PARTS + OPTIONAL_PARTS)}")
     directory = Path(directory)
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, CHECKPOINT_FOLDER, overwrite=overwrite) as tmp:
         if "input_projectors" in parts:
             for name, proj in model.input_projectors.items():
                 proj.save_pretrained(tmp / "input_projectors" / name)

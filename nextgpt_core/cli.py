@@ -157,6 +157,22 @@ def _media_inputs(values: list[str]) -> list[Any]:
     return media
 
 
+def _composition_file(composition: str) -> Optional[Path]:
+    """The composition's file when it names one (a built-in name is no file)."""
+    path = Path(composition)
+    return path if path.suffix == ".toml" or path.exists() else None
+
+
+def _check_out(out: Path, kind: Any, *, overwrite: bool = False, resume: bool = False, inputs: list[Any] = ()) -> None:
+    """Refuse, before any work, an ``--out`` that would lose what a user had (nextgpt_core.folders)."""
+    from .folders import check_output_folder
+
+    check_output_folder(out, kind, overwrite=overwrite, resume=resume, inputs=inputs, option="--out")
+
+
+_OVERWRITE_HELP = "Replace --out if it holds an earlier output of this command (never any other folder)."
+
+
 def _print_response(response: Any, paths: list[Path]) -> None:
     for notice in response.notices:
         typer.echo(f"note: {notice}", err=True)
@@ -177,21 +193,26 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling and decoders."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the reply text and generated media."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
-    """Answer one request: text and media in, text and media out (written to --out)."""
+    """Answer one request: text and media in, text and media out (written to --out, a new or empty folder, or an
+    earlier reply folder with --overwrite)."""
     from .composition import load_composition
     from .conversation import Conversation
+    from .folders import REPLIES
 
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     media = _media_inputs(inputs)
     if checkpoint is not None and not checkpoint.is_dir():
         raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+    _check_out(out, REPLIES, overwrite=overwrite,
+               inputs=[m.path for m in media] + [checkpoint, _composition_file(composition)])
     conversation = Conversation.from_prompt(prompt, media)
     from .model import NextGPT
 
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
     response = model.generate(conversation, want=want, seed=seed, max_new_tokens=max_new_tokens)
-    _print_response(response, response.save(out, model.registry))
+    _print_response(response, response.save(out, model.registry, overwrite=overwrite))
 
 
 @app.command()
@@ -199,34 +220,39 @@ def generate(
 def demo(
     out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="Folder for inputs and outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and decoders."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Run the `tiny` composition with every installed modality: each input modality's example in, every
-    output modality out. Writes the files and prints their paths."""
+    output modality out. Writes the files (the whole folder at the end) and prints their paths."""
     from .conversation import Conversation, Media
+    from .folders import REPLIES, atomic_directory, list_files, write_marker
     from .model import NextGPT
 
+    _check_out(out, REPLIES, overwrite=overwrite)
     model = NextGPT.from_composition("tiny")
     for note in model.resolved.notes:
         typer.echo(f"note: {note}", err=True)
-    out.mkdir(parents=True, exist_ok=True)
-    media = []
-    for key in model.input_modalities():
-        io = model.media_io(key)
-        sample = io.example()
-        spec = model.registry.modality(key)
-        if sample is None:
-            continue
-        suffix = spec.output_extension or (spec.extensions[0] if spec.extensions else "")
-        path = io.write(sample, out / f"input_{key}{suffix}")
-        typer.echo(f"input {key}: {path}")
-        media.append(Media(modality=key, data=sample, path=path))
-    if not model.resolved.modalities:
-        typer.echo("note: no modality plugins are installed, so this demo is text only (see plugins/)", err=True)
-    prompt = "Describe the inputs, then show me what they could become."
-    conversation = Conversation.from_prompt(prompt, media)
-    response = model.generate(conversation, want=model.output_modalities(), seed=seed)
-    typer.echo(f"prompt: {prompt}")
-    _print_response(response, response.save(out / "reply", model.registry))
+    with atomic_directory(out, REPLIES, overwrite=overwrite, option="--out") as tmp:
+        media = []
+        for key in model.input_modalities():
+            io = model.media_io(key)
+            sample = io.example()
+            spec = model.registry.modality(key)
+            if sample is None:
+                continue
+            suffix = spec.output_extension or (spec.extensions[0] if spec.extensions else "")
+            path = io.write(sample, tmp / f"input_{key}{suffix}")
+            typer.echo(f"input {key}: {out / Path(path).relative_to(tmp)}")
+            media.append(Media(modality=key, data=sample, path=path))
+        if not model.resolved.modalities:
+            typer.echo("note: no modality plugins are installed, so this demo is text only (see plugins/)", err=True)
+        prompt = "Describe the inputs, then show me what they could become."
+        conversation = Conversation.from_prompt(prompt, media)
+        response = model.generate(conversation, want=model.output_modalities(), seed=seed)
+        typer.echo(f"prompt: {prompt}")
+        written = response.save(tmp / "reply", model.registry)
+        write_marker(tmp, "replies", list_files(tmp))
+    _print_response(response, [out / p.relative_to(tmp) for p in written])
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -243,23 +269,27 @@ def _read_data(data: Path, fmt: str, media_root: Optional[Path], on_error: str, 
 @_guard
 def cache_targets_command(
     data: Path = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Target cache folder (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Target cache folder: new or empty (or an earlier cache, with --overwrite); written atomically."),
     composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
     fmt: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
     media_root: Optional[Path] = typer.Option(None, "--media-root", help="Folder the dataset's media paths are relative to."),
     task: str = typer.Option("generate", "--task", help="For X-caption files: caption (stage 1) or generate (stage 2)."),
     on_error: str = typer.Option("skip", "--on-error", help="skip (report and count) or fail on a bad row."),
     batch_size: int = typer.Option(32, "--batch-size", help="Captions per text-encoder call."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier target cache (never any other folder)."),
 ) -> None:
     """Encode every target caption once with its decoder's own text encoder (stage-2 L2 targets)."""
     from .composition import resolve_composition
+    from .folders import TARGET_CACHE
     from .training.targets import build_decoders, cache_targets
 
+    read = [data, media_root, _composition_file(composition)]
+    _check_out(out, TARGET_CACHE, overwrite=overwrite, inputs=read)
     resolved = resolve_composition(composition)
     loaded = _read_data(data, fmt, media_root, on_error, task, None)
     targets = [t for sample in loaded.samples for t in sample.targets]
     counts = cache_targets(targets, build_decoders(resolved), out, composition=resolved.composition.name,
-                           batch_size=batch_size)
+                           batch_size=batch_size, overwrite=overwrite, inputs=read)
     typer.echo(f"cached {sum(counts.values())} targets ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}) in {out}")
 
 
@@ -302,12 +332,14 @@ def train(
     gpu: bool = typer.Option(False, "--gpu", help="Train on the accelerator's GPUs (default: CPU)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Start from these trained weights (e.g. the previous stage's step-<k>/)."),
     denoise_weight: float = typer.Option(0.0, "--denoise-weight", help="Stages 2-3: add the decoder's denoising loss on target media (0: off)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that holds an earlier training run (never any other folder)."),
 ) -> None:
     """Train one NExT-GPT stage, exactly its declared parameters.
 
     Alone it runs one process; under `accelerate launch --multi_gpu --num_processes N -m nextgpt_core.cli train ...`
     each process takes its share of every global batch of --batch-size samples (docs/training.md).
     """
+    from .folders import TRAIN_RUN
     from .model import NextGPT
     from .training.data import MediaLoader
     from .training.targets import TargetCache
@@ -323,12 +355,17 @@ def train(
                            seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
                            gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu,
                            denoise_weight=denoise_weight, micro_batch_size=micro_batch_size)
+    if resume and overwrite:
+        raise UsageProblem("--resume and --overwrite exclude each other: continue the run, or start it over")
+    read = [data, targets, checkpoint, media_root, _composition_file(composition)]
+    _check_out(out, TRAIN_RUN, overwrite=overwrite, resume=resume, inputs=read)
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
     loaded = _read_data(data, fmt, media_root, on_error, task or ("caption" if stage == 1 else "generate"), model.registry)
     if not loaded.samples:
         raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")
     cache = TargetCache(targets) if targets is not None else None
-    result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
+    result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume,
+                     overwrite=overwrite, inputs=read).train()
     for path in result.checkpoints:
         typer.echo(f"wrote {path}")
     typer.echo(f"trained {result.step} steps; last loss {result.losses[-1]:.4f}" if result.losses else "nothing to train")

@@ -94,9 +94,14 @@ class Component:
         return self if isinstance(self, nn.Module) else None
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` (class + config) and ``model.safetensors`` atomically into ``directory``."""
+        """Write ``config.json`` (class + config) and ``model.safetensors`` atomically into ``directory``.
+
+        An existing saved component there is replaced; any other non-empty folder is refused
+        (:class:`~nextgpt_core.folders.OutputFolderError`)."""
+        from .folders import COMPONENT
+
         directory = Path(directory)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, COMPONENT) as tmp:
             payload = {"target": _target_of(type(self)), "config": self.config.model_dump(mode="json")}
             (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
             module = self._state_module()

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..folders import CHECKPOINT
 from ..serialization import atomic_directory
 from .collate import build_example, collate_batch
 from .losses import (
@@ -256,6 +257,10 @@ class Trainer:
         media_loader: decodes the samples' input media through their plugins.
         resume: continue from the latest complete ``step-<k>`` in ``config.output_dir`` (its weights, optimizer,
             scheduler, RNG and data-order state); a fresh start if there is none.
+        overwrite: start over in an ``output_dir`` that holds an earlier training run (it is removed first).
+            Without ``resume`` or ``overwrite`` such a folder is refused, and so is, always, a non-empty folder that
+            is not a training run or holds files a run did not write (:func:`nextgpt_core.folders.start_folder`).
+        inputs: paths the run reads (data, targets, checkpoint): ``output_dir`` may not be or hold one.
 
     At construction the stage is applied (:func:`~nextgpt_core.training.trainable.apply_stage`): exactly its set
     becomes trainable, its counts are printed and saved as ``trainable.json``.
@@ -270,12 +275,22 @@ class Trainer:
         media_loader: MediaLoader | None = None,
         *,
         resume: bool = False,
+        overwrite: bool = False,
         trackers: Sequence[Any] = (),
+        inputs: Sequence[Any] = (),
     ) -> None:
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
+        from ..folders import TRAIN_RUN, check_output_folder
+
         if not len(dataset_samples):
             raise ValueError("Trainer needs at least one sample")
+        if resume and overwrite:
+            from ..errors import ConfigError
+
+            raise ConfigError("resume and overwrite exclude each other: continue the run, or start it over")
+        # every process checks the folder before any process changes it (the same answer everywhere)
+        check_output_folder(config.output_dir, TRAIN_RUN, overwrite=overwrite, resume=resume, inputs=inputs)
         self.model = model
         self.samples = list(dataset_samples)
         self.targets = targets or {}
@@ -291,6 +306,10 @@ class Trainer:
             # a batch may hold no sample of some modality: its projector / rows get no gradient this step
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            _start_run_folder(self.output_dir, config, overwrite=overwrite, resume=resume, inputs=inputs)
+        self.accelerator.wait_for_everyone()
         self.use_l2 = config.stage in (2, 3) and config.l2_weight > 0
         self.use_denoise = config.stage in (2, 3) and config.denoise_weight > 0
         if self.use_denoise:
@@ -599,7 +618,7 @@ class Trainer:
         with self._full_parameters():
             if self.accelerator.is_main_process:
                 self.trainable.merge()
-                with atomic_directory(target) as tmp:
+                with atomic_directory(target, CHECKPOINT) as tmp:
                     save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
                     _write_trainer_state(self._state(), tmp / STATE_DIR)
         self.accelerator.wait_for_everyone()  # no process runs ahead of (or resumes from) a half-written step
@@ -734,6 +753,15 @@ def _flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     out.update({f"l2/{m}": float(v) for m, v in row["l2"].items()})
     out.update({f"denoise/{m}": float(v) for m, v in row.get("denoise", {}).items()})
     return out
+
+
+def _start_run_folder(directory: Path, config: TrainConfig, *, overwrite: bool, resume: bool, inputs: Sequence[Any]) -> None:
+    """Create (or keep, or start over) the run folder and write its marker (kind ``train-run``)."""
+    from ..folders import MARKER, TRAIN_RUN, start_folder, write_marker
+
+    start_folder(directory, TRAIN_RUN, overwrite=overwrite, resume=resume, inputs=inputs)
+    if not (directory / MARKER).is_file():
+        write_marker(directory, "train-run", metrics_file=config.metrics_file, tracker_project=config.tracker_project)
 
 
 def _write_trainer_state(state: dict[str, Any], directory: Path) -> None:
