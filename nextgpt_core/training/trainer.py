@@ -612,7 +612,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write ``<output_dir>/step-<step>/`` atomically: the model checkpoint (trained rows merged first) and the
         trainer state. Returns the folder."""
-        from ..checkpoint import save_checkpoint
+        from ..checkpoint import add_to_manifest, save_checkpoint
 
         target = self.output_dir / f"step-{self.step}"
         with self._full_parameters():
@@ -621,6 +621,7 @@ class Trainer:
                 with atomic_directory(target, CHECKPOINT) as tmp:
                     save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
                     _write_trainer_state(self._state(), tmp / STATE_DIR)
+                    add_to_manifest(tmp, [f"{STATE_DIR}/state.pt", f"{STATE_DIR}/state.json"])
         self.accelerator.wait_for_everyone()  # no process runs ahead of (or resumes from) a half-written step
         return target
 
@@ -659,10 +660,19 @@ class Trainer:
                     rows.head_rows.copy_(head.weight[rows.head_ids])
 
     def _load_state(self, directory: Path) -> None:
-        state = torch.load(directory / STATE_DIR / "state.pt", map_location="cpu", weights_only=True)
-        if state.get("optimizer") is None or self.sharded:
-            from ..errors import CheckpointError
+        from ..errors import CheckpointError
 
+        # listed and hashed in the step's manifest since this version, so _load_weights has verified it
+        path = directory / STATE_DIR / "state.pt"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickle / zip / torch errors of a damaged or foreign file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: not a readable trainer state ({first[:200]})") from None
+        needed = ("optimizer", "scheduler", "step", "epoch", "position", "order", "rng")
+        if not isinstance(state, dict) or any(k not in state for k in needed):
+            raise CheckpointError(f"{path}: not a trainer state (needs {', '.join(needed)})")
+        if state.get("optimizer") is None or self.sharded:
             raise CheckpointError(
                 f"{directory}: cannot resume here: "
                 + ("the run was sharded (FSDP / DeepSpeed) and its optimizer state was not saved"
