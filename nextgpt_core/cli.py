@@ -106,9 +106,10 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 @_guard
 def compose_validate(file: Path = typer.Argument(..., help="A composition TOML file (or a built-in name).")) -> None:
     """Check a composition: keys, names, and that every projector fits its encoder, the LLM and its decoder."""
-    from .composition import resolve_composition
+    from .composition import check_local_weights, resolve_composition
 
     resolved = resolve_composition(str(file))
+    check_local_weights(resolved)  # the LLM and decoder folders, from their config files
     for note in resolved.notes:
         typer.echo(f"note: {note}", err=True)
     mods = ", ".join(resolved.modalities) or "(no modalities)"
@@ -143,6 +144,7 @@ def _parse_input(value: str) -> tuple[Optional[str], Path]:
 
 def _media_inputs(values: list[str]) -> list[Any]:
     from .conversation import Media
+    from .folders import not_a_file
     from .plugins import get_registry
 
     reg = get_registry()
@@ -151,10 +153,24 @@ def _media_inputs(values: list[str]) -> list[Any]:
         key, path = _parse_input(value)
         if key is not None:
             reg.modality(key)  # unknown modality: lists the registered ones
-        if not path.is_file():
+        why = not_a_file(path)
+        if why == "not found":
             raise UsageProblem(f"input file not found: {str(path)!r}")
+        if why:
+            raise UsageProblem(f"input {str(path)!r} {why}")
         media.append(Media.from_path(path, modality=key or reg.modality_for_path(path)))
     return media
+
+
+def _check_checkpoint(checkpoint: Optional[Path]) -> None:
+    """``--checkpoint`` must be a folder (a file or nothing there is one line naming which)."""
+    from .folders import not_a_folder
+
+    why = None if checkpoint is None else not_a_folder(checkpoint)
+    if why == "not found":
+        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+    if why:
+        raise UsageProblem(f"--checkpoint {str(checkpoint)!r} {why}")
 
 
 def _composition_file(composition: str) -> Optional[Path]:
@@ -203,8 +219,7 @@ def generate(
 
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     media = _media_inputs(inputs)
-    if checkpoint is not None and not checkpoint.is_dir():
-        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+    _check_checkpoint(checkpoint)
     _check_out(out, REPLIES, overwrite=overwrite,
                inputs=[m.path for m in media] + [checkpoint, _composition_file(composition)])
     conversation = Conversation.from_prompt(prompt, media)
@@ -349,8 +364,7 @@ def train(
         raise UsageProblem(f"--stage must be 1, 2 or 3, got {stage}")
     if stage in (2, 3) and targets is None:
         raise UsageProblem("stages 2 and 3 need --targets (run `nextgpt cache-targets` first)")
-    if checkpoint is not None and not checkpoint.is_dir():
-        raise UsageProblem(f"--checkpoint {checkpoint}: no such folder")
+    _check_checkpoint(checkpoint)
     config = _train_config(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
                            seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
                            gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu,

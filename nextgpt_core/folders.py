@@ -52,6 +52,8 @@ __all__ = [
     "clean_stale_siblings",
     "start_folder",
     "list_files",
+    "not_a_file",
+    "not_a_folder",
     "write_marker",
 ]
 
@@ -198,6 +200,28 @@ def write_marker(folder: Path, kind: str, files: Iterable[str] = (), **extra: ob
     """Write ``folder/.nextgpt-output.json``: ``{"format", "kind", "files", ...}`` (files relative to ``folder``)."""
     payload = {"format": MARKER_FORMAT, "kind": kind, "files": sorted(set(files)), **extra}
     (Path(folder) / MARKER).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def not_a_file(path: "str | os.PathLike[str]") -> str | None:
+    """Why ``path`` is not a readable file: ``"not found"``, ``"is a folder, not a file"`` or ``"is not a regular
+    file"`` (a device, a socket, a FIFO); ``None`` when it is a file (or a link to one). For one-line errors of every
+    reader: a folder given where a file is expected is named as a folder."""
+    p = Path(path)
+    if p.is_file():
+        return None
+    if p.is_dir():
+        return "is a folder, not a file"
+    if os.path.lexists(p) and not p.exists():
+        return "not found (a broken symbolic link)"
+    return "is not a regular file" if p.exists() else "not found"
+
+
+def not_a_folder(path: "str | os.PathLike[str]") -> str | None:
+    """Why ``path`` is not a folder: ``"not found"`` or ``"is a file, not a folder"``; ``None`` for a folder."""
+    p = Path(path)
+    if p.is_dir():
+        return None
+    return "is a file, not a folder" if p.exists() else "not found"
 
 
 # ---------------------------------------------------------------------------------------------- checks

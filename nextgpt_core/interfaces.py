@@ -387,6 +387,18 @@ class Decoder(Component, ABC):
     def conditioning_inputs_of(cls, config: ComponentConfig) -> tuple[ConditioningInput, ...]:
         """The named conditioning inputs this decoder takes with ``config`` (no weights needed)."""
 
+    @classmethod
+    def check_local_files(cls, config: ComponentConfig, *, require: bool = False) -> None:
+        """Check the local weights ``config`` points at against what it declares, from their config files only
+        (no weights read); ``require``: a missing folder is an error too (``nextgpt compose validate``).
+
+        Raises:
+            ConfigError: the folder's models do not fit the declared conditioning inputs (one line naming both).
+            WeightsNotFoundError: ``require`` and the folder is not there.
+
+        The base class has nothing to check; decoders over local folders override it.
+        """
+
     @property
     def conditioning_inputs(self) -> tuple[ConditioningInput, ...]:
         """The named conditioning inputs, in declaration order."""

@@ -326,6 +326,37 @@ class NextGPT(nn.Module):
         return embeds.unsqueeze(0), notices
 
     # ------------------------------------------------------------------ the request
+    def check_request(
+        self,
+        *,
+        want: Sequence[str] = (),
+        max_new_tokens: int | None = None,
+        decode_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """The checks :meth:`generate` makes on its settings before any work, alone (a server runs them before it
+        answers, e.g. before a stream starts): every wanted modality can be generated, decode options name only
+        generated modalities, and ``max_new_tokens`` holds the signal tokens of every wanted run.
+
+        Raises:
+            ConversationError: one line naming the problem.
+        """
+        outputs = self.output_modalities()
+        for key in want:
+            if key not in outputs:
+                raise ConversationError(
+                    f"cannot generate {key!r} with composition {self.composition.name!r}; outputs: {', '.join(outputs) or '(none)'}"
+                )
+        unknown_opts = [k for k in (decode_options or {}) if k not in outputs]
+        if unknown_opts:
+            raise ConversationError(f"decode options for {unknown_opts}, which this composition does not generate")
+        max_new = max_new_tokens or self.composition.generation.max_new_tokens
+        needed = sum(len(self.tokens.signals[k]) for k in dict.fromkeys(want))
+        if needed > max_new:
+            raise ConversationError(
+                f"max_new_tokens {max_new} cannot hold the wanted runs ({needed} signal tokens: "
+                + ", ".join(f"{k} {len(self.tokens.signals[k])}" for k in dict.fromkeys(want)) + ")"
+            )
+
     def generate(
         self,
         conversation: "Conversation | str",
@@ -362,15 +393,8 @@ class NextGPT(nn.Module):
             conversation = Conversation.from_prompt(conversation)
         if not conversation.turns or conversation.turns[-1].role != "user":
             raise ConversationError("the last turn of the conversation must be a user turn")
+        self.check_request(want=want, max_new_tokens=max_new_tokens, decode_options=decode_options)
         outputs = self.output_modalities()
-        for key in want:
-            if key not in outputs:
-                raise ConversationError(
-                    f"cannot generate {key!r} with composition {self.composition.name!r}; outputs: {', '.join(outputs) or '(none)'}"
-                )
-        unknown_opts = [k for k in (decode_options or {}) if k not in outputs]
-        if unknown_opts:
-            raise ConversationError(f"decode options for {unknown_opts}, which this composition does not generate")
         gen = self.composition.generation
         max_new = max_new_tokens or gen.max_new_tokens
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)

@@ -161,8 +161,11 @@ class ChatSession:
             path = Path(match.group(2)).expanduser()
         else:
             key, path = None, Path(value).expanduser()
-        if not path.is_file():
-            raise ChatInputError(f"file not found: {str(path)!r}")
+        from .folders import not_a_file
+
+        why = not_a_file(path)
+        if why:
+            raise ChatInputError(f"file not found: {str(path)!r}" if why == "not found" else f"{str(path)!r} {why}")
         registry = self.model.registry
         if key is not None:
             registry.modality(key)  # an unknown modality lists the registered ones
@@ -285,7 +288,11 @@ def chat(
 
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     if checkpoint is not None and not checkpoint.is_dir():
-        raise ChatInputError(f"checkpoint folder not found: {str(checkpoint)!r}")
+        from .folders import not_a_folder
+
+        why = not_a_folder(checkpoint)
+        raise ChatInputError(f"checkpoint folder not found: {str(checkpoint)!r}" if why == "not found"
+                             else f"--checkpoint {str(checkpoint)!r} {why}")
     comp_file = Path(composition) if Path(composition).suffix == ".toml" or Path(composition).exists() else None
     check_output_folder(out, REPLIES, overwrite=overwrite, inputs=[checkpoint, comp_file], option="--out")
     from .model import NextGPT

@@ -43,6 +43,8 @@ def read_official_file(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor
             flat mapping of names to tensors.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; --delta is the released pytorch_model.pt file")
     if not path.is_file():
         raise WeightsNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:

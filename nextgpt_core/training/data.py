@@ -322,6 +322,8 @@ def _load_json_array(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"dataset file not found: {str(path)!r}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"dataset {str(path)!r} is a folder, not a file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     try:
@@ -420,7 +422,8 @@ def read_dataset(
 
     if rows is None:
         if not path.is_file():
-            raise DatasetError(f"dataset file not found: {str(path)!r}")
+            raise DatasetError(f"dataset file not found: {str(path)!r}" if not path.is_dir()
+                               else f"dataset {str(path)!r} is a folder, not a file")
         with open(path, "rb") as handle:
             for line_no, raw in enumerate(handle, start=1):
                 if not raw.strip():
@@ -483,6 +486,8 @@ class _Context:
         p = self.resolve(name)
         key = self.modality(modality if modality is not None else self.modality_of_path(p.name), output=False)
         if not p.is_file():
+            if p.is_dir():
+                raise _RowError(f"{key} {str(p)!r} is a folder, not a file", "missing_media")
             raise _RowError(f"{key} file not found: {str(p)!r}", "missing_media")
         return Media(modality=key, path=p)
 

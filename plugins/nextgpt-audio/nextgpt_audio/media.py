@@ -193,7 +193,7 @@ class AudioIO(MediaIO):
         """Decode ``path`` -> ``Audio``."""
         path = Path(path)
         if not path.is_file():
-            raise MediaError(f"audio file not found: {str(path)!r}")
+            raise MediaError(f"audio file not found: {str(path)!r}" if not path.is_dir() else f"{str(path)!r} is a folder, not an audio file")
         if path.stat().st_size == 0:
             raise MediaError(f"{str(path)!r} is empty (0 bytes)")
         try:

@@ -15,6 +15,9 @@ __all__ = ["ImageIO", "MAX_PIXELS", "READ_FORMATS"]
 
 #: Largest image accepted by :meth:`ImageIO.read` (width x height); larger files raise ``MediaError``.
 MAX_PIXELS = 40_000_000
+#: PIL modes of single-channel images wider than 8 bits (16-bit PNG depth maps, 32-bit TIFF): refused, not flattened.
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
 #: Container formats :meth:`ImageIO.read` accepts (as PIL names them).
 READ_FORMATS = ("PNG", "JPEG", "WEBP")
 
@@ -41,11 +44,17 @@ class ImageIO(MediaIO):
         """Decode ``path`` -> RGB ``PIL.Image.Image`` of size ``(W, H)``."""
         path = Path(path)
         if not path.is_file():
-            raise MediaError(f"image file not found: {str(path)!r}")
+            raise MediaError(f"image file not found: {str(path)!r}" if not path.is_dir() else f"{str(path)!r} is a folder, not an image file")
         try:
             with Image.open(path) as img:
                 if img.format not in READ_FORMATS:
                     raise MediaError(f"{str(path)!r} is a {img.format} image; expected one of {', '.join(READ_FORMATS)}")
+                if img.mode in WIDE_MODES:
+                    raise MediaError(
+                        f"{str(path)!r} is a {WIDE_MODES[img.mode]} single-channel image (mode {img.mode}), which "
+                        "reading as RGB would cut to 8 bits; a depth or other map goes to the modality that reads it "
+                        "(e.g. depth=PATH), a picture should be saved as 8-bit"
+                    )
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise MediaError(f"{str(path)!r} is {w}x{h} pixels; images are limited to {MAX_PIXELS} pixels")

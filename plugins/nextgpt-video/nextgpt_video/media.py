@@ -76,7 +76,7 @@ class VideoIO(MediaIO):
 
         path = Path(path)
         if not path.is_file():
-            raise MediaError(f"video file not found: {str(path)!r}")
+            raise MediaError(f"video file not found: {str(path)!r}" if not path.is_dir() else f"{str(path)!r} is a folder, not a video file")
         if path.stat().st_size == 0:
             raise MediaError(f"{str(path)!r} is empty (0 bytes)")
         name = str(path)
