@@ -38,6 +38,7 @@ __all__ = [
     "Encoder",
     "InputProjector",
     "InputProjectorConfig",
+    "MediaExtent",
     "MediaIO",
     "OutputProjector",
     "OutputProjectorConfig",
@@ -570,6 +571,21 @@ class Decoder(Component, ABC):
 
 
 # ---------------------------------------------------------------------------------------------- media files
+@dataclass(frozen=True)
+class MediaExtent:
+    """What a media file will cost once decoded, read from its header or container (nothing decoded).
+
+    Attributes:
+        seconds: duration (video, audio), else ``None``.
+        pixels: width x height of one picture (image, video frame), else ``None``.
+        decoded_bytes: bytes of the decoded object :meth:`MediaIO.read` would return, else ``None``.
+    """
+
+    seconds: float | None = None
+    pixels: int | None = None
+    decoded_bytes: int | None = None
+
+
 class MediaIO(ABC):
     """Reads and writes one modality's files. Named by ``ModalitySpec.media_io``; built with no arguments.
 
@@ -590,4 +606,10 @@ class MediaIO(ABC):
 
     def example(self) -> Any | None:
         """A small synthetic media object for demos and smoke tests (``None`` if the plugin offers none)."""
+        return None
+
+    def probe(self, path: Path) -> MediaExtent | None:
+        """The file's :class:`MediaExtent` from its header / container, without decoding it, so limits apply
+        before the work (a server refuses a 1080p hour before decoding a frame). ``None``: not known before
+        decoding (the limits then apply to the decoded object). Raises ``MediaError`` for an unreadable file."""
         return None

@@ -175,11 +175,17 @@ def create_app(model: Any, config: ServeConfig) -> FastAPI:
         purpose: str = Form("user_data"),
         modality: Optional[str] = Form(None, description="Which input modality it is (default: from its suffix / type)."),
     ) -> dict[str, Any]:
-        """Upload a media file; it is read once with its modality's reader (a corrupt file fails here)."""
-        record = await run_in_threadpool(
-            gateway.store_upload, file.file, filename=file.filename or "upload", content_type=file.content_type,
-            modality=modality, purpose=purpose[:64],
-        )
+        """Upload a media file; it is read once with its modality's reader (a corrupt file fails here). Reading it
+        takes an admission slot like a chat request (429 when the server is full), so uploads cannot decode more
+        media at once than the server admits requests."""
+        job = engine.admit()  # 429 when full
+        try:
+            record = await run_in_threadpool(
+                gateway.store_upload, file.file, filename=file.filename or "upload", content_type=file.content_type,
+                modality=modality, purpose=purpose[:64],
+            )
+        finally:
+            job.release()
         return record.to_json()
 
     @app.get("/v1/files/{file_id}", response_model=FileObject, tags=["files"])

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nextgpt_core.errors import MediaError
-from nextgpt_core.interfaces import MediaIO
+from nextgpt_core.interfaces import MediaExtent, MediaIO
 
 __all__ = ["Audio", "AudioIO", "MAX_SECONDS", "WAV_SUBTYPES", "resample", "resample_waveform"]
 
@@ -227,6 +227,36 @@ class AudioIO(MediaIO):
             data = _to_pcm16(samples)
             sf.write(str(path), data[:, 0] if data.shape[1] == 1 else data, rate, format="WAV", subtype="PCM_16")
         return path
+
+    def probe(self, path: Path) -> MediaExtent:
+        """Duration and decoded size (float32 samples) from the header (soundfile) or the container (PyAV)."""
+        path = Path(path)
+        if not path.is_file() or path.stat().st_size == 0:
+            self.read(path)  # the same one-line error as reading
+        try:
+            if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+                import soundfile as sf
+
+                info = sf.info(str(path))
+                seconds = info.frames / info.samplerate if info.samplerate > 0 else None
+                return MediaExtent(seconds=seconds, decoded_bytes=int(info.frames) * int(info.channels) * 4)
+            import av
+
+            with av.open(str(path), mode="r") as container:
+                if not container.streams.audio:
+                    raise MediaError(f"{str(path)!r} has no audio stream")
+                stream = container.streams.audio[0]
+                seconds = (float(stream.duration * stream.time_base) if stream.duration is not None and stream.time_base
+                           else container.duration / 1_000_000 if container.duration is not None else None)
+                rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+                channels = stream.codec_context.channels or 1
+                decoded = int(seconds * rate) * channels * 4 if seconds is not None and rate else None
+                return MediaExtent(seconds=seconds, decoded_bytes=decoded)
+        except MediaError:
+            raise
+        except Exception as exc:  # soundfile.LibsndfileError, av.error.*
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise MediaError(f"{str(path)!r} is not a readable audio file ({msg})") from None
 
     def to_bytes(self, media: Audio) -> bytes:
         """Canonical form: ``b"AUDIO <n>x<ch> sr=<rate>\\n"`` + float32 little-endian ``(n, ch)`` samples.

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from nextgpt_core.errors import MediaError
-from nextgpt_core.interfaces import MediaIO
+from nextgpt_core.interfaces import MediaExtent, MediaIO
 
 __all__ = ["ImageIO", "MAX_PIXELS", "READ_FORMATS"]
 
@@ -65,6 +65,18 @@ class ImageIO(MediaIO):
         except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError...
             raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from None
         return rgb
+
+    def probe(self, path: Path) -> MediaExtent:
+        """Size from the image header (PIL opens lazily: no pixel decoded); decoded size as RGB."""
+        path = Path(path)
+        if not path.is_file():
+            self.read(path)  # the same one-line error as reading
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except Exception as exc:  # UnidentifiedImageError, OSError, DecompressionBombError
+            raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        return MediaExtent(pixels=w * h, decoded_bytes=w * h * 3)
 
     def write(self, media: Any, path: Path) -> Path:
         """Encode ``media`` (PIL image or uint8 ``(H, W, 3)`` array) as a lossless RGB PNG at ``path``."""
