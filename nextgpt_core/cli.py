@@ -168,7 +168,7 @@ def _check_checkpoint(checkpoint: Optional[Path]) -> None:
 
     why = None if checkpoint is None else not_a_folder(checkpoint)
     if why == "not found":
-        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+        raise UsageProblem(f"--checkpoint: checkpoint folder not found: {str(checkpoint)!r}")
     if why:
         raise UsageProblem(f"--checkpoint {str(checkpoint)!r} {why}")
 
@@ -308,6 +308,26 @@ def cache_targets_command(
     typer.echo(f"cached {sum(counts.values())} targets ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}) in {out}")
 
 
+def _fitting_samples(model: Any, samples: list[Any], on_error: str) -> list[Any]:
+    """The samples whose text can fit the model's context, judged from their characters before training (a sample
+    found too long mid-run aborted the whole run after costing gigabytes): skipped and counted, or (``--on-error
+    fail``) one error line naming the first."""
+    from .training.collate import context_limit, min_positions
+
+    limit = context_limit(model)
+    keep, long = [], []
+    for sample in samples:
+        (long if min_positions(model, sample) > limit else keep).append(sample)
+    if long:
+        first = long[0].sample_id or f"{long[0].source[0]}:{long[0].source[1]}"
+        if on_error == "fail" or not keep:
+            raise UsageProblem(f"sample {first}: its text alone needs more than the context limit of {limit} positions"
+                               + (f" ({len(long)} such samples)" if len(long) > 1 else ""))
+        typer.echo(f"data: skipped {len(long)} sample(s) longer than the context limit of {limit} positions "
+                   f"(first: {first})", err=True)
+    return keep
+
+
 def _train_config(**settings: Any) -> Any:
     """``TrainConfig(**settings)``; a bad value is one line naming the command-line option."""
     from pydantic import ValidationError
@@ -377,8 +397,9 @@ def train(
     loaded = _read_data(data, fmt, media_root, on_error, task or ("caption" if stage == 1 else "generate"), model.registry)
     if not loaded.samples:
         raise UsageProblem(f"{data}: no usable samples ({loaded.report.summary()})")
+    samples = _fitting_samples(model, loaded.samples, on_error)
     cache = TargetCache(targets) if targets is not None else None
-    result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume,
+    result = Trainer(model, samples, cache, config, MediaLoader(model.registry), resume=resume,
                      overwrite=overwrite, inputs=read).train()
     for path in result.checkpoints:
         typer.echo(f"wrote {path}")

@@ -76,6 +76,12 @@ OFFICIAL_WRAPPERS = ("<Img>", "</Img>")
 XCAPTION_FIELDS = {"image_name": "image", "video_name": "video", "audio_name": "audio"}
 #: Official stage-1 prompt (``build_one_instance_stage_1``).
 DEFAULT_CAPTION_PROMPT = "generate a caption"
+#: Longest caption of a generate target, in characters: decoders' text encoders read at most a few hundred tokens
+#: (CLIP 77), and a longer caption only costs memory (a 10 MB caption took 4 GB in ``cache-targets``).
+MAX_CAPTION_CHARS = 2_000
+#: Longest text value of a row, in characters (a row over it is skipped with kind ``too_long``, before any
+#: tokenizing; the model's own context limit is checked again before training, without tokenizing either).
+MAX_TEXT_CHARS = 1_000_000
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
@@ -154,7 +160,7 @@ class DataProblem:
         row: 1-based line (JSONL) or 0-based index (json array); ``None`` for the whole file.
         message: one line.
         kind: category, one of ``invalid_json``, ``malformed``, ``missing_media``, ``unknown_modality``,
-            ``empty_conversation``, ``missing_caption``.
+            ``empty_conversation``, ``missing_caption``, ``too_long``.
         row_kind: ``"line"`` (JSONL) or ``"index"`` (json array).
     """
 
@@ -512,13 +518,19 @@ def _type_name(value: Any) -> str:
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise _RowError(f"{what} must be a string, got {_type_name(value)}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise _RowError(f"{what} is {len(value):,} characters; a text is limited to {MAX_TEXT_CHARS:,}", "too_long")
     return value
 
 
 def _caption(value: Any, what: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise _RowError(f"{what}: a generate target needs a non-empty caption", "missing_caption")
-    return _text(value, what).strip()
+    caption = value.strip() if isinstance(value, str) else _text(value, what)
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise _RowError(f"{what}: the caption is {len(caption):,} characters; captions are limited to "
+                        f"{MAX_CAPTION_CHARS:,} (a decoder reads a few hundred tokens at most)", "too_long")
+    return caption
 
 
 def _list(value: Any, what: str) -> list[Any]:

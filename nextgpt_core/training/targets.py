@@ -75,7 +75,8 @@ def cache_targets(
     for target in targets:
         if target.modality not in decoders:
             raise DatasetError(
-                f"target {target.caption!r} is {target.modality!r}, which the composition does not generate "
+                f"target {(target.caption[:60] + '...') if len(target.caption) > 60 else target.caption!r} is "
+                f"{target.modality!r}, which the composition does not generate "
                 f"(generates: {', '.join(decoders) or 'nothing'})"
             )
         unique.setdefault(target.modality, {})[target.target_id] = target.caption
