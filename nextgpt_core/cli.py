@@ -6,6 +6,7 @@ on stderr and exit code 2, never a traceback. ``nextgpt --help`` and ``nextgpt p
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
@@ -37,6 +38,10 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+#: OSErrors that say the machine cannot take the write (disk full, quota, read-only, permission): one line, exit 1
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn nextgpt's input errors into one stderr line and exit code 2."""
     import functools
@@ -51,6 +56,13 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (NextGPTError, RegistryError, UsageProblem) as exc:
             _fail(str(exc))
+        except OSError as exc:
+            if exc.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            # the machine, not the input: one line, exit 1 (atomic writes left every folder as it was)
+            where = f" ({exc.filename})" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}; nothing was replaced", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
