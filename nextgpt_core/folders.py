@@ -30,7 +30,7 @@ import os
 import re
 import secrets
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal
 
@@ -425,15 +425,6 @@ def _swap_in(tmp: Path, target: Path) -> None:
     os.rename(target, old)
     os.rename(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-@dataclass
-class _Pending:
-    target: Path
-    kind: FolderKind | None
-    overwrite: bool
-    inputs: tuple = field(default_factory=tuple)
-    option: str | None = None
 
 
 @contextlib.contextmanager

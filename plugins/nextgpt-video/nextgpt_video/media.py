@@ -80,7 +80,8 @@ class VideoIO(MediaIO):
     :data:`MAX_DECODED_BYTES`.
 
     ``write`` encodes libx264, ``yuv420p``, ``crf`` :attr:`crf` (17: visually lossless; 0 is mathematically lossless
-    but needs an H.264 High 4:4:4 decoder), ``+faststart``. yuv420p needs even sizes: an odd height/width is padded
+    but needs an H.264 High 4:4:4 decoder), ``+faststart``, without the macroblock tree (with it two encodes of the
+    same frames could differ: same frames, same bytes). yuv420p needs even sizes: an odd height/width is padded
     by repeating the last row/column (so such a video reads back one pixel larger).
     """
 
@@ -202,7 +203,8 @@ class VideoIO(MediaIO):
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
+            # mbtree (the lookahead's macroblock tree) made two encodes of the same frames differ now and then
+            stream.options = {"crf": str(self.crf), "preset": self.preset, "x264-params": "mbtree=0"}
             for array in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
                     container.mux(packet)
