@@ -664,8 +664,12 @@ class Trainer:
 
         # listed and hashed in the step's manifest since this version, so _load_weights has verified it
         path = directory / STATE_DIR / "state.pt"
+        import warnings
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about a damaged file's pickle protocol before failing
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - pickle / zip / torch errors of a damaged or foreign file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path}: not a readable trainer state ({first[:200]})") from None

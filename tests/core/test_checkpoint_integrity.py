@@ -239,8 +239,13 @@ def test_a_damaged_trainer_state_is_one_line(tmp_path):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "trainer_state/state.pt does not match its sha256" in lines[0], lines
-    _rehash(step)  # hashes made to agree: the file itself is still refused in one line
-    result = CliRunner().invoke(app, [*args, "--steps", "2", "--resume"])
+    _rehash(step)  # hashes made to agree: the file itself is still refused in one line, and no warning besides
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(app, [*args, "--steps", "2", "--resume"])
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(lines) == 1 and "state.pt: not a readable trainer state" in lines[0], lines
     assert "Traceback" not in result.output
+    assert not [w for w in caught if "pickle" in str(w.message)], [str(w.message) for w in caught]
