@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,7 +16,8 @@ def build_command(
     seed: int = typer.Option(0, "--seed", help="The recipe's seed."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Worker processes for the independent phases (one torch thread each)."),
     only: list[str] = typer.Option([], "--modality", "-m", help="Build only these modalities (repeatable; default: every installed part)."),
-    reuse: Optional[Path] = typer.Option(None, "--reuse", help="An earlier world: copy each decoder it trained with the same recipe (fingerprint) instead of training it again."),
+    reuse: list[Path] = typer.Option([], "--reuse", help="An earlier world (repeatable): copy each decoder it trained with the same recipe (fingerprint) instead of training it again."),
+    phase: list[str] = typer.Option([], "--phase", help="Run only this phase (repeatable; e.g. decoder-image): a partial world, to --reuse later."),
 ) -> None:
     """Rebuild every part of the toy world from scratch: data, encoders, decoders, LLM, then NExT-GPT stages 1-3
     with `nextgpt train`. A progress bar per phase; a log per phase under OUT/logs/."""
@@ -25,9 +25,11 @@ def build_command(
 
     if jobs < 1:
         raise typer.BadParameter("--jobs must be at least 1")
-    if reuse is not None and not (reuse / "manifest.json").is_file():
-        raise typer.BadParameter(f"--reuse {reuse}: not a toy world (no manifest.json)")
-    manifest = build_toy_world(out, scale=scale, seed=seed, jobs=jobs, keys=only or None, reuse=reuse)
+    for earlier in reuse:
+        if not (earlier / "manifest.json").is_file():
+            raise typer.BadParameter(f"--reuse {earlier}: not a toy world (no manifest.json)")
+    manifest = build_toy_world(out, scale=scale, seed=seed, jobs=jobs, keys=only or None, reuse=reuse,
+                               only_phases=phase or None)
     typer.echo(f"built the toy world in {manifest['wall_seconds']:.0f} s: {out}")
     typer.echo(f"use it: nextgpt chat --composition {out / 'toy.toml'}")
 

@@ -119,6 +119,10 @@ class _Phase:
     needs: tuple[str, ...]
     run: Callable[["_Context"], dict[str, Any]]
     weight: float = 1.0  # a guess of its length, to start long phases first
+    #: what the phase writes (relative to the world) and what its result depends on (:func:`_fingerprint`):
+    #: a phase with both can be copied from an earlier world (``--reuse``) that made it with the same fingerprint
+    outputs: tuple[str, ...] = ()
+    inputs: Callable[["_Context"], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -128,7 +132,7 @@ class _Context:
     keys: tuple[str, ...]
     log: Callable[[str], None] = print
     progress: Callable[[int, int, float], None] = lambda s, n, l: None
-    reuse: Path | None = None
+    reuse: tuple[Path, ...] = ()
 
     @property
     def work(self) -> Path:
@@ -169,15 +173,64 @@ def _phase_language(ctx: _Context) -> dict[str, Any]:
                                 progress=ctx.progress, log=ctx.log)
 
 
-def decoder_fingerprint(part: Any, scale: str, seed: int) -> str:
-    """What a decoder phase's result depends on: the part's source, the scale, the seed and the library versions
-    (16 hex chars). Two runs with the same fingerprint train the same decoder."""
-    import hashlib
+def _sources(*modules: Any) -> dict[str, str]:
     import inspect
 
-    payload = json.dumps({"source": inspect.getsource(sys.modules[type(part).__module__]), "scale": scale,
-                          "seed": seed, "versions": _versions()}, sort_keys=True)
+    return {m.__name__: inspect.getsource(m) for m in modules}
+
+
+def _parts_sources(ctx: _Context) -> dict[str, str]:
+    return _sources(*[sys.modules[type(p).__module__] for p in ctx.world().parts.values()])
+
+
+def _fingerprint(inputs: dict[str, Any]) -> str:
+    """16 hex chars of SHA-256 over a phase's inputs (sources, settings, seed) and the library versions: two runs
+    with the same fingerprint compute the same result."""
+    import hashlib
+
+    payload = json.dumps({**inputs, "versions": _versions()}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def _decoder_inputs(key: str, ctx: _Context) -> dict[str, Any]:
+    import inspect
+
+    part = ctx.world().parts[key]
+    return {"source": inspect.getsource(sys.modules[type(part).__module__]), "scale": ctx.settings.scale,
+            "seed": ctx.settings.seed}
+
+
+def _encoder_inputs(ctx: _Context) -> dict[str, Any]:
+    from . import encoders, world
+
+    return {"parts": _parts_sources(ctx), "source": _sources(encoders, world), "scale": ctx.settings.scale,
+            "settings": asdict(ctx.settings.encoders), "seed": ctx.settings.seed}
+
+
+def _language_inputs(ctx: _Context) -> dict[str, Any]:
+    from . import dialogues, language, world
+
+    return {"parts": _parts_sources(ctx), "source": _sources(dialogues, language, world),
+            "settings": asdict(ctx.settings.language), "seed": ctx.settings.seed}
+
+
+def _reused(phase: _Phase, ctx: _Context, fingerprint: str) -> dict[str, Any] | None:
+    """Copy the phase's outputs from the first earlier world that made them with ``fingerprint``; its facts, or
+    ``None`` when none did."""
+    for earlier in ctx.reuse:
+        try:
+            facts = json.loads((earlier / "manifest.json").read_text(encoding="utf-8"))["phases"][phase.name]
+        except (OSError, ValueError, KeyError):
+            continue
+        if facts.get("fingerprint") != fingerprint or not all((earlier / o).exists() for o in phase.outputs):
+            continue
+        for name in phase.outputs:
+            source, target = earlier / name, ctx.out / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+        ctx.log(f"reused from {earlier} (same fingerprint {fingerprint})")
+        return {**facts, "reused_from": str(earlier)}
+    return None
 
 
 def _phase_decoder(key: str, ctx: _Context) -> dict[str, Any]:
@@ -185,22 +238,12 @@ def _phase_decoder(key: str, ctx: _Context) -> dict[str, Any]:
 
     world = ctx.world()
     part = world.parts[key]
-    fingerprint = decoder_fingerprint(part, ctx.settings.scale, ctx.settings.seed)
-    if ctx.reuse is not None:  # an earlier world trained exactly this decoder: copy it, say so in the manifest
-        try:
-            earlier = json.loads((ctx.reuse / "manifest.json").read_text(encoding="utf-8"))["phases"][f"decoder-{key}"]
-        except (OSError, ValueError, KeyError):
-            earlier = {}
-        if earlier.get("fingerprint") == fingerprint and (ctx.reuse / "decoders" / key).is_dir():
-            shutil.copytree(ctx.reuse / "decoders" / key, ctx.out / "decoders" / key)
-            ctx.log(f"reused from {ctx.reuse} (same fingerprint {fingerprint})")
-            return {**earlier, "reused_from": str(ctx.reuse)}
     renders = part.decoder_renders[ctx.settings.scale]
     items = world.render(key, world.combinations(key, "train"), renders, ctx.settings.seed + 3, tag="dec")
     ctx.log(f"{len(items)} training items ({renders} renderings of {len(world.combinations(key, 'train'))} combinations)")
     job = DecoderTraining([(it.attributes, it.caption, it.media) for it in items], ctx.out / "decoders" / key,
                           ctx.settings.scale, ctx.settings.seed + 4, ctx.progress, ctx.log)
-    return {**part.train_decoder(job), "fingerprint": fingerprint}
+    return part.train_decoder(job)
 
 
 def _phase_compose(ctx: _Context) -> dict[str, Any]:
@@ -293,9 +336,10 @@ def _phases(keys: Sequence[str], generated: Sequence[str]) -> list[_Phase]:
     frozen = ("encoders", "language", *[f"decoder-{k}" for k in generated])
     phases = [
         _Phase("data", (), _phase_data, 1),
-        _Phase("encoders", (), _phase_encoders, 6),
-        _Phase("language", (), _phase_language, 5),
-        *[_Phase(f"decoder-{k}", (), functools.partial(_phase_decoder, k), 10) for k in generated],
+        _Phase("encoders", (), _phase_encoders, 6, ("imagebind.safetensors",), _encoder_inputs),
+        _Phase("language", (), _phase_language, 5, ("llm",), _language_inputs),
+        *[_Phase(f"decoder-{k}", (), functools.partial(_phase_decoder, k), 10, (f"decoders/{k}",),
+                 functools.partial(_decoder_inputs, k)) for k in generated],
         _Phase("compose", frozen, _phase_compose, 0),
         _Phase("stage1", ("compose", "data"), functools.partial(_stage, 1), 3),
     ]
@@ -394,11 +438,18 @@ def _child(phase: _Phase, ctx_args: dict[str, Any], queue: Any) -> None:
                 queue.put(("progress", phase.name, step, total, loss))
 
         ctx = _Context(out=out, settings=ctx_args["settings"], keys=ctx_args["keys"], log=log, progress=progress,
-                       reuse=ctx_args.get("reuse"))
+                       reuse=tuple(ctx_args.get("reuse", ())))
         started = time.perf_counter()
         cpu = time.process_time()
         try:
+            fingerprint = _fingerprint(phase.inputs(ctx)) if phase.inputs is not None else None
+            facts = _reused(phase, ctx, fingerprint) if fingerprint is not None else None
+            if facts is not None:  # copied from an earlier world: its facts, as they were measured there
+                queue.put(("done", phase.name, facts))
+                return
             facts = phase.run(ctx)
+            if fingerprint is not None:
+                facts = {**facts, "fingerprint": fingerprint}
             facts = {**facts, "wall_seconds": round(time.perf_counter() - started, 1),
                      "cpu_seconds": round(time.process_time() - cpu, 1)}
             log(f"done in {facts['wall_seconds']} s")
@@ -417,7 +468,8 @@ def build_toy_world(
     keys: Sequence[str] | None = None,
     bars: bool = True,
     settings: RecipeSettings | None = None,
-    reuse: str | os.PathLike[str] | None = None,
+    reuse: Sequence[str | os.PathLike[str]] = (),
+    only_phases: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Build the toy world into ``out`` (see the module docstring); returns the manifest.
 
@@ -428,9 +480,12 @@ def build_toy_world(
         jobs: worker processes for the independent phases (one torch thread each).
         keys: the modalities (default: every installed plugin with a toy-world part).
         bars: draw a progress bar per phase (tqdm) on stderr.
-        reuse: an earlier world: each decoder it trained with the same fingerprint (:func:`decoder_fingerprint`:
-            the part's source, scale, seed, library versions) is copied instead of trained again, and the manifest
-            says so (``reused_from``). Everything else is trained anew.
+        only_phases: run just these phases (e.g. the decoders, to ``reuse`` them later); the manifest says the
+            world is partial. A phase that needs one not listed is refused.
+        reuse: earlier worlds: a phase one of them ran with the same fingerprint (:func:`_fingerprint`: the
+            sources, settings and seed it depends on, and the library versions: the encoders, the LLM, each decoder)
+            is copied instead of run again, and the manifest says so (``reused_from``). The data and the NExT-GPT
+            stages always run.
 
     Raises:
         ConfigError: a bad scale, an unusable ``out``, or a phase that failed (its log is named).
@@ -449,6 +504,14 @@ def build_toy_world(
     (out / "logs").mkdir(parents=True, exist_ok=True)
     generated = [k for k, p in world.parts.items() if p.can_generate]
     phases = {p.name: p for p in _phases(keys, generated)}
+    if only_phases is not None:
+        unknown = sorted(set(only_phases) - set(phases))
+        if unknown:
+            raise ConfigError(f"unknown phase(s) {', '.join(unknown)}; phases: {', '.join(phases)}")
+        phases = {n: p for n, p in phases.items() if n in only_phases}
+        missing = sorted({need for p in phases.values() for need in p.needs} - set(phases))
+        if missing:
+            raise ConfigError(f"the phases asked for need {', '.join(missing)} too")
     facts: dict[str, Any] = {}
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
@@ -463,7 +526,7 @@ def build_toy_world(
                      and all(n in facts for n in p.needs)]
             for phase in sorted(ready, key=lambda p: -p.weight)[: max(0, jobs - len(running))]:
                 child_args = {"out": str(out), "settings": settings, "keys": keys,
-                              "reuse": Path(reuse).resolve() if reuse is not None else None}
+                              "reuse": [Path(r).resolve() for r in reuse]}
                 proc = context.Process(target=_child, args=(phase, child_args, queue),
                                        name=f"toy-{phase.name}")
                 proc.start()
@@ -507,7 +570,7 @@ def build_toy_world(
             bar.close()
     if failures:
         raise ConfigError("; ".join(failures))
-    return _write_manifest(out, settings, keys, facts, time.perf_counter() - started)
+    return _write_manifest(out, settings, keys, facts, time.perf_counter() - started, partial=only_phases is not None)
 
 
 def _tqdm() -> Any:
@@ -580,7 +643,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_manifest(out: Path, settings: RecipeSettings, keys: Sequence[str], facts: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _write_manifest(out: Path, settings: RecipeSettings, keys: Sequence[str], facts: dict[str, Any], seconds: float,
+                    *, partial: bool = False) -> dict[str, Any]:
     from ..weights_manifest import write_weights_manifest
 
     files = sorted(
@@ -597,6 +661,7 @@ def _write_manifest(out: Path, settings: RecipeSettings, keys: Sequence[str], fa
         "commit": _commit(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "wall_seconds": round(seconds, 1),
+        "partial": partial,
         "phases": facts,
     }
     write_weights_manifest(out, files, rebuild=REBUILD, extra=extra)

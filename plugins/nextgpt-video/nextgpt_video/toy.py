@@ -203,7 +203,7 @@ class VideoToyWorld(ToyModality):
     decoder_renders: ClassVar[dict[str, int]] = {"full": 6, "mini": 1}
     #: (autoencoder steps, denoiser steps, UNet widths) per scale
     DECODER_SCALES: ClassVar[dict[str, tuple[int, int, tuple[int, ...]]]] = {
-        "full": (800, 2000, (32, 64, 64)),
+        "full": (800, 1500, (16, 32, 64)),
         "mini": (3, 3, (8, 16, 16)),
     }
     #: the toy decoder's conditioning: prompt_embeds (TEXT_LENGTH, TEXT_DIM)
@@ -268,7 +268,7 @@ class VideoToyWorld(ToyModality):
 
         job.log(f"denoiser: UNet3D {sum(p.numel() for p in unet.parameters()):,} + text {sum(p.numel() for p in text_encoder.parameters()):,} parameters, {unet_steps} steps on {n} videos")
         unet_facts = train_denoiser(unet, text_encoder, condition, latents, captions, train_schedule, steps=unet_steps,
-                                    batch_size=16, seed=job.seed + 1,
+                                    batch_size=4, lr=2e-3, seed=job.seed + 1,
                                     progress=lambda s, _, l: job.progress(vae_steps + s, total, l))
         with quiet_library_notices():
             pipe = TextToVideoSDPipeline(
