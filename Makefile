@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml registry/pyproject.toml constraints.txt $(PLU
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/nextgpt demo --out outputs/demo
+	$(BIN)/nextgpt demo --out outputs/demo --overwrite
 
 # Rebuild the toy world from scratch (about an hour on 2 cores): a progress bar per phase, logs in build/toy-world/logs.
 # `nextgpt toy install build/toy-world` then makes it the built-in `toy` composition.

@@ -6,6 +6,7 @@ on stderr and exit code 2, never a traceback. ``nextgpt --help`` and ``nextgpt p
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
@@ -37,6 +38,10 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+#: OSErrors that say the machine cannot take the write (disk full, quota, read-only, permission): one line, exit 1
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn nextgpt's input errors into one stderr line and exit code 2."""
     import functools
@@ -51,6 +56,13 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (NextGPTError, RegistryError, UsageProblem) as exc:
             _fail(str(exc))
+        except OSError as exc:
+            if exc.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            # the machine, not the input: one line, exit 1 (atomic writes left every folder as it was)
+            where = f" ({exc.filename})" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}; nothing was replaced", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -105,13 +117,15 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 @compose_app.command("validate")
 @_guard
 def compose_validate(file: Path = typer.Argument(..., help="A composition TOML file (or a built-in name).")) -> None:
-    """Check a composition: keys, names, that every projector fits its encoder, the LLM and its decoder, and that
-    the LoRA target modules exist in the LLM (built on the meta device from its config.json)."""
-    from .composition import resolve_composition
+    """Check a composition: keys, names, that every projector fits its encoder, the LLM and its decoder (reading the
+    local LLM and decoder folders' config files), and that the LoRA target modules exist in the LLM (built on the
+    meta device from its config.json)."""
+    from .composition import check_local_weights, resolve_composition
     from .hf_loading import quiet_transformers
     from .lora import check_lora_targets
 
     resolved = resolve_composition(str(file))
+    check_local_weights(resolved)  # the LLM and decoder folders, from their config files
     with quiet_transformers():
         _, unchecked = check_lora_targets(resolved)
     for note in [*resolved.notes, *([unchecked] if unchecked else [])]:
@@ -148,6 +162,7 @@ def _parse_input(value: str) -> tuple[Optional[str], Path]:
 
 def _media_inputs(values: list[str]) -> list[Any]:
     from .conversation import Media
+    from .folders import not_a_file
     from .plugins import get_registry
 
     reg = get_registry()
@@ -156,10 +171,40 @@ def _media_inputs(values: list[str]) -> list[Any]:
         key, path = _parse_input(value)
         if key is not None:
             reg.modality(key)  # unknown modality: lists the registered ones
-        if not path.is_file():
+        why = not_a_file(path)
+        if why == "not found":
             raise UsageProblem(f"input file not found: {str(path)!r}")
+        if why:
+            raise UsageProblem(f"input {str(path)!r} {why}")
         media.append(Media.from_path(path, modality=key or reg.modality_for_path(path)))
     return media
+
+
+def _check_checkpoint(checkpoint: Optional[Path]) -> None:
+    """``--checkpoint`` must be a folder (a file or nothing there is one line naming which)."""
+    from .folders import not_a_folder
+
+    why = None if checkpoint is None else not_a_folder(checkpoint)
+    if why == "not found":
+        raise UsageProblem(f"--checkpoint: checkpoint folder not found: {str(checkpoint)!r}")
+    if why:
+        raise UsageProblem(f"--checkpoint {str(checkpoint)!r} {why}")
+
+
+def _composition_file(composition: str) -> Optional[Path]:
+    """The composition's file when it names one (a built-in name is no file)."""
+    path = Path(composition)
+    return path if path.suffix == ".toml" or path.exists() else None
+
+
+def _check_out(out: Path, kind: Any, *, overwrite: bool = False, resume: bool = False, inputs: list[Any] = ()) -> None:
+    """Refuse, before any work, an ``--out`` that would lose what a user had (nextgpt_core.folders)."""
+    from .folders import check_output_folder
+
+    check_output_folder(out, kind, overwrite=overwrite, resume=resume, inputs=inputs, option="--out")
+
+
+_OVERWRITE_HELP = "Replace --out if it holds an earlier output of this command (never any other folder)."
 
 
 def _print_response(response: Any, paths: list[Path]) -> None:
@@ -182,21 +227,25 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling and decoders."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the reply text and generated media."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
-    """Answer one request: text and media in, text and media out (written to --out)."""
+    """Answer one request: text and media in, text and media out (written to --out, a new or empty folder, or an
+    earlier reply folder with --overwrite)."""
     from .composition import load_composition
     from .conversation import Conversation
+    from .folders import REPLIES
 
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     media = _media_inputs(inputs)
-    if checkpoint is not None and not checkpoint.is_dir():
-        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+    _check_checkpoint(checkpoint)
+    _check_out(out, REPLIES, overwrite=overwrite,
+               inputs=[m.path for m in media] + [checkpoint, _composition_file(composition)])
     conversation = Conversation.from_prompt(prompt, media)
     from .model import NextGPT
 
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
     response = model.generate(conversation, want=want, seed=seed, max_new_tokens=max_new_tokens)
-    _print_response(response, response.save(out, model.registry))
+    _print_response(response, response.save(out, model.registry, overwrite=overwrite))
 
 
 @app.command()
@@ -205,45 +254,52 @@ def demo(
     out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="Folder for inputs and outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and decoders."),
     composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name or TOML path (toy: the toy world; tiny: random weights)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Show the model working: on the toy world (the default), a short session (describe an item of every
     modality, make new ones, convert a picture into a video, edit a picture), every reply checked; on another
-    composition, each input modality's example in and every output modality out. Writes the files and prints
-    their paths."""
+    composition, each input modality's example in and every output modality out. Writes the files (the whole
+    folder at the end) and prints their paths."""
     from .composition import load_composition
     from .conversation import Conversation, Media
+    from .folders import REPLIES, atomic_directory, list_files, write_marker
     from .model import NextGPT
 
     load_composition(composition)  # a malformed composition fails before anything heavy loads
+    _check_out(out, REPLIES, overwrite=overwrite, inputs=[_composition_file(composition)])
     model = NextGPT.from_composition(composition)
     for note in model.resolved.notes:
         typer.echo(f"note: {note}", err=True)
-    if model.composition.name == "toy":
-        from .toy.demo import run_toy_demo
-        from .toy.world import ToyWorld
+    with atomic_directory(out, REPLIES, overwrite=overwrite, option="--out") as tmp:
+        if model.composition.name == "toy":
+            from .toy.demo import run_toy_demo
+            from .toy.world import ToyWorld
 
-        world = ToyWorld.installed(model.registry, keys=list(model.resolved.modalities))
-        run_toy_demo(model, world, out, seed=seed, say=typer.echo)
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    media = []
-    for key in model.input_modalities():
-        io = model.media_io(key)
-        sample = io.example()
-        spec = model.registry.modality(key)
-        if sample is None:
-            continue
-        suffix = spec.output_extension or (spec.extensions[0] if spec.extensions else "")
-        path = io.write(sample, out / f"input_{key}{suffix}")
-        typer.echo(f"input {key}: {path}")
-        media.append(Media(modality=key, data=sample, path=path))
-    if not model.resolved.modalities:
-        typer.echo("note: no modality plugins are installed, so this demo is text only (see plugins/)", err=True)
-    prompt = "Describe the inputs, then show me what they could become."
-    conversation = Conversation.from_prompt(prompt, media)
-    response = model.generate(conversation, want=model.output_modalities(), seed=seed)
-    typer.echo(f"prompt: {prompt}")
-    _print_response(response, response.save(out / "reply", model.registry))
+            world = ToyWorld.installed(model.registry, keys=list(model.resolved.modalities))
+            # the session writes into the temporary folder; what it prints names the final one
+            run_toy_demo(model, world, tmp, seed=seed, say=lambda line: typer.echo(line.replace(str(tmp), str(out))))
+            write_marker(tmp, "replies", list_files(tmp))
+            return
+        media = []
+        for key in model.input_modalities():
+            io = model.media_io(key)
+            sample = io.example()
+            spec = model.registry.modality(key)
+            if sample is None:
+                continue
+            suffix = spec.output_extension or (spec.extensions[0] if spec.extensions else "")
+            path = io.write(sample, tmp / f"input_{key}{suffix}")
+            typer.echo(f"input {key}: {out / Path(path).relative_to(tmp)}")
+            media.append(Media(modality=key, data=sample, path=path))
+        if not model.resolved.modalities:
+            typer.echo("note: no modality plugins are installed, so this demo is text only (see plugins/)", err=True)
+        prompt = "Describe the inputs, then show me what they could become."
+        conversation = Conversation.from_prompt(prompt, media)
+        response = model.generate(conversation, want=model.output_modalities(), seed=seed)
+        typer.echo(f"prompt: {prompt}")
+        written = response.save(tmp / "reply", model.registry)
+        write_marker(tmp, "replies", list_files(tmp))
+    _print_response(response, [out / p.relative_to(tmp) for p in written])
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -278,24 +334,48 @@ def _merged_report(reports: list[Any]) -> Any:
 @_guard
 def cache_targets_command(
     data: list[Path] = typer.Option(..., "--data", help="Dataset file (our JSONL or an official format); repeatable."),
-    out: Path = typer.Option(..., "--out", "-o", help="Target cache folder (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Target cache folder: new or empty (or an earlier cache, with --overwrite); written atomically."),
     composition: str = typer.Option("tiny", "--composition", "-c", help="Built-in name or TOML path."),
     fmt: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
     media_root: Optional[Path] = typer.Option(None, "--media-root", help="Folder the dataset's media paths are relative to."),
     task: str = typer.Option("generate", "--task", help="For X-caption files: caption (stage 1) or generate (stage 2)."),
     on_error: str = typer.Option("skip", "--on-error", help="skip (report and count) or fail on a bad row."),
     batch_size: int = typer.Option(32, "--batch-size", help="Captions per text-encoder call."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier target cache (never any other folder)."),
 ) -> None:
     """Encode every target caption once with its decoder's own text encoder (stage-2 L2 targets)."""
     from .composition import resolve_composition
+    from .folders import TARGET_CACHE
     from .training.targets import build_decoders, cache_targets
 
+    read = [*data, media_root, _composition_file(composition)]
+    _check_out(out, TARGET_CACHE, overwrite=overwrite, inputs=read)
     resolved = resolve_composition(composition)
     loaded = _read_data(data, fmt, media_root, on_error, task, None)
     targets = [t for sample in loaded.samples for t in sample.targets]
     counts = cache_targets(targets, build_decoders(resolved), out, composition=resolved.composition.name,
-                           batch_size=batch_size)
+                           batch_size=batch_size, overwrite=overwrite, inputs=read)
     typer.echo(f"cached {sum(counts.values())} targets ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}) in {out}")
+
+
+def _fitting_samples(model: Any, samples: list[Any], on_error: str) -> list[Any]:
+    """The samples whose text can fit the model's context, judged from their characters before training (a sample
+    found too long mid-run aborted the whole run after costing gigabytes): skipped and counted, or (``--on-error
+    fail``) one error line naming the first."""
+    from .training.collate import context_limit, min_positions
+
+    limit = context_limit(model)
+    keep, long = [], []
+    for sample in samples:
+        (long if min_positions(model, sample) > limit else keep).append(sample)
+    if long:
+        first = long[0].sample_id or f"{long[0].source[0]}:{long[0].source[1]}"
+        if on_error == "fail" or not keep:
+            raise UsageProblem(f"sample {first}: its text alone needs more than the context limit of {limit} positions"
+                               + (f" ({len(long)} such samples)" if len(long) > 1 else ""))
+        typer.echo(f"data: skipped {len(long)} sample(s) longer than the context limit of {limit} positions "
+                   f"(first: {first})", err=True)
+    return keep
 
 
 def _train_config(**settings: Any) -> Any:
@@ -337,12 +417,14 @@ def train(
     gpu: bool = typer.Option(False, "--gpu", help="Train on the accelerator's GPUs (default: CPU)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Start from these trained weights (e.g. the previous stage's step-<k>/)."),
     denoise_weight: float = typer.Option(0.0, "--denoise-weight", help="Stages 2-3: add the decoder's denoising loss on target media (0: off)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that holds an earlier training run (never any other folder)."),
 ) -> None:
     """Train one NExT-GPT stage, exactly its declared parameters.
 
     Alone it runs one process; under `accelerate launch --multi_gpu --num_processes N -m nextgpt_core.cli train ...`
     each process takes its share of every global batch of --batch-size samples (docs/training.md).
     """
+    from .folders import TRAIN_RUN
     from .model import NextGPT
     from .training.data import MediaLoader
     from .training.targets import TargetCache
@@ -352,18 +434,23 @@ def train(
         raise UsageProblem(f"--stage must be 1, 2 or 3, got {stage}")
     if stage in (2, 3) and targets is None:
         raise UsageProblem("stages 2 and 3 need --targets (run `nextgpt cache-targets` first)")
-    if checkpoint is not None and not checkpoint.is_dir():
-        raise UsageProblem(f"--checkpoint {checkpoint}: no such folder")
+    _check_checkpoint(checkpoint)
     config = _train_config(stage=stage, steps=steps, batch_size=batch_size, lr=lr or TrainConfig.official_lr(stage),
                            seed=seed, checkpoint_every=checkpoint_every, output_dir=str(out),
                            gradient_checkpointing=gradient_checkpointing, log_with=list(log_with), cpu=not gpu,
                            denoise_weight=denoise_weight, micro_batch_size=micro_batch_size)
+    if resume and overwrite:
+        raise UsageProblem("--resume and --overwrite exclude each other: continue the run, or start it over")
+    read = [*data, targets, checkpoint, media_root, _composition_file(composition)]
+    _check_out(out, TRAIN_RUN, overwrite=overwrite, resume=resume, inputs=read)
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
     loaded = _read_data(data, fmt, media_root, on_error, task or ("caption" if stage == 1 else "generate"), model.registry)
     if not loaded.samples:
         raise UsageProblem(f"{', '.join(map(str, data))}: no usable samples ({loaded.report.summary()})")
+    samples = _fitting_samples(model, loaded.samples, on_error)
     cache = TargetCache(targets) if targets is not None else None
-    result = Trainer(model, loaded.samples, cache, config, MediaLoader(model.registry), resume=resume).train()
+    result = Trainer(model, samples, cache, config, MediaLoader(model.registry), resume=resume,
+                     overwrite=overwrite, inputs=read).train()
     for path in result.checkpoints:
         typer.echo(f"wrote {path}")
     typer.echo(f"trained {result.step} steps; last loss {result.losses[-1]:.4f}" if result.losses else "nothing to train")

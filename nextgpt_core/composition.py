@@ -33,6 +33,8 @@ __all__ = [
     "path_settings",
     "paths_file",
     "placeholders",
+    "check_llm_folder",
+    "check_local_weights",
     "resolve_composition",
 ]
 
@@ -48,16 +50,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TinyLLMSettings(_Strict):
-    """A random-init Llama of the real class and a byte-level BPE tokenizer trained offline at build time."""
+#: A ``[llm.tiny]`` larger than this many parameters is refused: "tiny" is for tests and toy runs (a real LLM is a
+#: local folder, ``llm.path``), and a typo must not become a multi-GB allocation.
+TINY_LLM_MAX_PARAMETERS = 1_000_000_000
 
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    max_position_embeddings: int = 512
-    tokenizer_vocab_size: int = Field(default=300, ge=260)
+
+class TinyLLMSettings(_Strict):
+    """A random-init Llama of the real class and a byte-level BPE tokenizer trained offline at build time.
+
+    Bounds (each violation one line naming the key): every size at least 1, the heads divide the width into an
+    even head size, the key/value heads divide the heads, and the whole model at most
+    :data:`TINY_LLM_MAX_PARAMETERS` parameters.
+    """
+
+    hidden_size: int = Field(default=64, ge=2, le=16384)
+    intermediate_size: int = Field(default=128, ge=1, le=65536)
+    num_hidden_layers: int = Field(default=2, ge=1, le=256)
+    num_attention_heads: int = Field(default=4, ge=1, le=1024)
+    num_key_value_heads: int = Field(default=4, ge=1, le=1024)
+    max_position_embeddings: int = Field(default=512, ge=8, le=1_048_576)
+    tokenizer_vocab_size: int = Field(default=300, ge=260, le=65536)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "TinyLLMSettings":
+        heads, kv, width = self.num_attention_heads, self.num_key_value_heads, self.hidden_size
+        if width % heads or (width // heads) % 2:
+            raise ValueError(f"hidden_size {width} must split into num_attention_heads {heads} heads of an even size")
+        if heads % kv:
+            raise ValueError(f"num_key_value_heads {kv} must divide num_attention_heads {heads}")
+        if self.parameters() > TINY_LLM_MAX_PARAMETERS:
+            raise ValueError(
+                f"about {self.parameters():,} parameters; [llm.tiny] is limited to {TINY_LLM_MAX_PARAMETERS:,} "
+                "(use llm.path for a real model)"
+            )
+        return self
+
+    def parameters(self, added_tokens: int = 64) -> int:
+        """Approximate parameter count (untied embedding and head, ``added_tokens`` spare rows)."""
+        width, inter = self.hidden_size, self.intermediate_size
+        kv_width = width // self.num_attention_heads * self.num_key_value_heads
+        per_layer = 2 * width * width + 2 * width * kv_width + 3 * width * inter + 2 * width
+        return self.num_hidden_layers * per_layer + 2 * (self.tokenizer_vocab_size + added_tokens) * width + width
 
 
 class LLMSettings(_Strict):
@@ -288,7 +321,7 @@ def path_settings() -> dict[str, str]:
     if not file.is_file():
         return {}
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(_read_text(file, str(file)))
     except tomllib.TOMLDecodeError as exc:
         raise CompositionError(f"{file}: not valid TOML ({exc})") from None
     bad = [k for k, v in data.items() if not isinstance(v, str)]
@@ -349,6 +382,17 @@ def _expand(data: Any, where: str, fallback: "dict[str, str] | None", folder: "P
     return sub(data)
 
 
+def _read_text(path: Path, where: str) -> str:
+    """A TOML file's text (TOML is UTF-8 by definition); undecodable bytes are one line naming the byte offset."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CompositionError(f"{where}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                               "TOML files are UTF-8") from None
+    except OSError as exc:
+        raise CompositionError(f"{where}: cannot read ({exc.strerror or exc})") from None
+
+
 def load_composition(
     source: "str | os.PathLike[str] | Composition | dict[str, Any]", *, fallback_paths: "dict[str, str] | None" = None
 ) -> Composition:
@@ -371,7 +415,10 @@ def load_composition(
         text = path.read_text()
         where = f"built-in composition {source!r}"
     elif path.is_file():
-        text, where = path.read_text(), str(path)
+        where = str(path)
+        text = _read_text(path, where)
+    elif path.is_dir():
+        raise CompositionError(f"{str(source)!r} is a folder, not a composition file (a .toml file or a built-in name)")
     else:
         raise CompositionError(
             f"no composition file {str(source)!r} and no built-in of that name; built-ins: {', '.join(builtin_compositions())}"
@@ -475,6 +522,67 @@ class ResolvedComposition:
         }
 
 
+#: files that carry a tokenizer's vocabulary (transformers builds a 1-token tokenizer from a folder with none)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+def _llm_config(path: str, config_path: Path) -> dict[str, Any]:
+    """``config.json`` of an ``llm.path`` folder, checked to describe a causal LM (no weights, no torch).
+
+    A model whose ``architectures`` name no ``...ForCausalLM`` / ``...LMHeadModel`` class (an encoder-decoder such
+    as T5, an encoder such as BERT) is refused; without ``architectures`` the ``model_type`` must be one
+    transformers maps to a causal LM.
+    """
+    from .errors import WeightsNotFoundError
+
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CompositionError(f"llm.path {path!r}: config.json is not valid JSON ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise WeightsNotFoundError(f"llm.path {path!r}: cannot read config.json ({exc.strerror or exc})") from None
+    if not isinstance(config, dict):
+        raise CompositionError(f"llm.path {path!r}: config.json holds a JSON {type(config).__name__}, not an object")
+    archs = config.get("architectures")
+    if isinstance(archs, list) and archs:
+        if not any(isinstance(a, str) and a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            raise CompositionError(
+                f"llm.path {path!r}: holds a {', '.join(map(str, archs))} (model_type {config.get('model_type')!r}), "
+                "not a causal language model (a ...ForCausalLM class); nextgpt generates with a decoder-only LLM"
+            )
+    else:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        if config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise CompositionError(
+                f"llm.path {path!r}: model_type {config.get('model_type')!r} is not a causal language model "
+                "transformers knows (config.json names no ...ForCausalLM architecture)"
+            )
+    return config
+
+
+def check_llm_folder(path: str) -> None:
+    """Check, without loading weights, that ``path`` holds a causal LM (:func:`_llm_config`) with a usable
+    tokenizer (a vocabulary file: one of :data:`TOKENIZER_FILES`). One :class:`CompositionError` (or
+    :class:`~nextgpt_core.errors.WeightsNotFoundError` for a missing folder) naming the problem."""
+    from .errors import WeightsNotFoundError
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise WeightsNotFoundError(f"llm.path {path!r}: " + ("is a file, not a folder" if folder.exists() else
+                                   "no such folder (nextgpt never downloads weights)"))
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise WeightsNotFoundError(f"llm.path {path!r}: no config.json there (nextgpt never downloads weights)")
+    _llm_config(path, config_path)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise CompositionError(
+            f"llm.path {path!r}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer "
+            "into the folder (tokenizer.save_pretrained)"
+        )
+
+
 def llm_hidden_size(settings: LLMSettings) -> int:
     """Hidden size of the configured LLM, read from ``config.json`` for a local folder (no weights loaded)."""
     if settings.tiny is not None:
@@ -484,8 +592,8 @@ def llm_hidden_size(settings: LLMSettings) -> int:
         from .errors import WeightsNotFoundError
 
         raise WeightsNotFoundError(f"llm.path {settings.path!r}: no config.json there (nextgpt never downloads weights)")
-    config = json.loads(config_path.read_text())
-    config = config.get("text_config", config)
+    config = _llm_config(settings.path or "", config_path)
+    config = config.get("text_config", config) if isinstance(config.get("text_config"), dict) else config
     for key in ("hidden_size", "n_embd", "d_model", "dim"):  # the names causal LMs use for it
         if isinstance(config.get(key), int):
             return int(config[key])
@@ -582,7 +690,9 @@ def _resolve_modality(
             raise CompositionError(f"{where}: has a decoder but the modality defines no signal tokens")
         signal_tokens = tuple(fmt.format(i=i) for i in range(n_signal))
         dec_class = _class(decoder, where)
-        inputs = {c.name: c for c in dec_class.conditioning_inputs_of(_config(dec_class, decoder.options, where, "decoder"))}
+        dec_config = _config(dec_class, decoder.options, where, "decoder")
+        inputs = {c.name: c for c in dec_class.conditioning_inputs_of(dec_config)}
+        _check_local_files(dec_class, dec_config, where, require=False)  # an existing folder that does not fit
         try:
             dec_class.options_class.model_validate(decode_options)
         except ValidationError as exc:
@@ -631,6 +741,36 @@ def _resolve_modality(
         item_merge=s.item_merge,
         max_per_reply=s.max_per_reply,
     )
+
+
+def _check_local_files(dec_class: Any, config: Any, where: str, *, require: bool) -> None:
+    from .errors import WeightsNotFoundError
+
+    check = getattr(dec_class, "check_local_files", None)
+    if check is None:
+        return
+    try:
+        check(config, require=require)
+    except WeightsNotFoundError as exc:
+        raise WeightsNotFoundError(f"{where}: {exc}") from None
+    except ConfigError as exc:
+        raise CompositionError(f"{where}: {exc}") from None
+
+
+def check_local_weights(resolved: "ResolvedComposition") -> None:
+    """Everything a resolved composition reads from local folders, checked from their config files (no weights
+    read; ``nextgpt compose validate``): the ``llm.path`` folder holds a causal LM with a tokenizer
+    (:func:`check_llm_folder`), and every decoder's ``path`` is there and fits the conditioning it declares
+    (``Decoder.check_local_files(require=True)``). Raises the first problem, one line."""
+    comp = resolved.composition
+    if comp.llm.path is not None:
+        check_llm_folder(comp.llm.path)
+    for key, modality in resolved.modalities.items():
+        if modality.decoder is None:
+            continue
+        where = f"composition {comp.name!r}, modality {key!r}"
+        dec_class = _class(modality.decoder, where)
+        _check_local_files(dec_class, _config(dec_class, modality.decoder.options, where, "decoder"), where, require=True)
 
 
 def _component(registry: Registry, choice: ComponentChoice | None, role: str, key: str, where: str) -> ResolvedComponent | None:

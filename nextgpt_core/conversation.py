@@ -166,26 +166,34 @@ class Response:
         """The generated media parts, in order."""
         return [p for p in self.parts if isinstance(p, Media)]
 
-    def save(self, directory: str | os.PathLike[str], registry: Any = None) -> list[Path]:
+    def save(self, directory: str | os.PathLike[str], registry: Any = None, *, overwrite: bool = True) -> list[Path]:
         """Write every media part with its modality's writer (``<modality>_<i><ext>``) and the text as
-        ``reply.txt``; returns the paths written, in reply order."""
+        ``reply.txt`` into ``directory``, as a whole (written aside, then swapped in: a failure or a kill leaves no
+        half-written folder); returns the paths written, in reply order, and sets each media part's ``path``.
+
+        ``directory`` must be absent, empty, or an earlier output folder of nextgpt (replaced when ``overwrite``)
+        holding only the files nextgpt wrote; anything else is refused
+        (:class:`~nextgpt_core.folders.OutputFolderError`) and left as it was.
+        """
         from nextgpt_registry import resolve_target
 
+        from .folders import REPLIES, atomic_directory, write_marker
         from .plugins import get_registry
 
         registry = registry or get_registry()
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
+        names: list[str] = []
         counts: dict[str, int] = {}
-        for part in self.media:
-            assert part.modality is not None
-            spec = registry.modality(part.modality)
-            index = counts[part.modality] = counts.get(part.modality, -1) + 1
-            path = out / f"{part.modality}_{index}{spec.output_extension or ''}"
-            part.path = resolve_target(spec.media_io)().write(part.data, path)
-            written.append(part.path)
-        text_path = out / "reply.txt"
-        text_path.write_text(self.text + "\n")
-        written.append(text_path)
-        return written
+        with atomic_directory(out, REPLIES, overwrite=overwrite) as tmp:
+            for part in self.media:
+                assert part.modality is not None
+                spec = registry.modality(part.modality)
+                index = counts[part.modality] = counts.get(part.modality, -1) + 1
+                written = resolve_target(spec.media_io)().write(part.data, tmp / f"{part.modality}_{index}{spec.output_extension or ''}")
+                names.append(Path(written).relative_to(tmp).as_posix())
+            (tmp / "reply.txt").write_text(self.text + "\n")
+            names.append("reply.txt")
+            write_marker(tmp, "replies", names)
+        for part, name in zip(self.media, names):
+            part.path = out / name
+        return [out / name for name in names]

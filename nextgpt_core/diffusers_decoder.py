@@ -20,7 +20,7 @@ import torch
 
 from pydantic import model_validator
 
-from .errors import CheckpointError, WeightsNotFoundError
+from .errors import CheckpointError, ConfigError, WeightsNotFoundError
 from .interfaces import ComponentConfig, ConditioningInput, Decoder
 from .language_model import derived_seed
 
@@ -32,6 +32,7 @@ __all__ = [
     "check_text_conditioning",
     "encode_empty_negative",
     "encode_prompt_positive",
+    "folder_config",
     "quiet_library_notices",
 ]
 
@@ -178,6 +179,31 @@ class DiffusersDecoder(Decoder):
     def build_tiny(self) -> Any:
         """A tiny random-init instance of the real pipeline classes (called under a fixed seed)."""
 
+    @classmethod
+    def check_local_files(cls, config: Any, *, require: bool = False) -> None:
+        """A ``path`` folder must hold ``model_index.json`` (when ``require``, or when the folder exists) and its
+        sub-models' ``config.json`` must fit the declared conditioning (:meth:`folder_problems`)."""
+        path = getattr(config, "path", None)
+        if path is None:
+            return
+        folder = Path(path)
+        if not (folder / "model_index.json").is_file():
+            if require or folder.exists():
+                raise WeightsNotFoundError(
+                    f"{cls.__name__}: no diffusers pipeline at {str(folder)!r} (model_index.json missing); "
+                    "nextgpt never downloads weights, give a local folder"
+                )
+            return
+        problems = cls.folder_problems(folder, config)
+        if problems:
+            raise ConfigError(f"{cls.__name__}: the pipeline at {str(folder)!r} does not fit the config: " + "; ".join(problems))
+
+    @classmethod
+    def folder_problems(cls, folder: Path, config: Any) -> list[str]:
+        """What in a pipeline folder's sub-model configs contradicts ``config`` (read with :func:`folder_config`);
+        empty when it fits. Subclasses compare the shapes their conditioning depends on."""
+        return []
+
     def _load(self) -> None:
         with quiet_library_notices():
             self._load_pipeline()
@@ -288,6 +314,20 @@ def encode_prompt_positive(pipe: Any, texts: Sequence[str]) -> torch.Tensor:
     return positive.detach().cpu()
 
 
+def folder_config(folder: Path, part: str, name: str = "config.json") -> dict[str, Any]:
+    """``folder/part/name`` as a dict (``{}`` when absent); malformed JSON is one :class:`ConfigError` line."""
+    import json
+
+    path = folder / part / name
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: malformed JSON ({str(exc).splitlines()[0]})") from None
+    return data if isinstance(data, dict) else {}
+
+
 def check_text_conditioning(decoder: Any, pipe: Any, length: int, dim: int) -> None:
     """Raise ``CheckpointError`` when a loaded pipeline's text side does not match the declared ``(length, dim)``."""
     got_dim = int(pipe.unet.config.cross_attention_dim)
@@ -317,6 +357,22 @@ class CLIPTextDecoder(DiffusersDecoder):
                 "CLIP text encoder last_hidden_state of the prompt (the UNet's cross-attention context)",
             ),
         )
+
+    @classmethod
+    def folder_problems(cls, folder: Path, config: Any) -> list[str]:
+        """The UNet's ``cross_attention_dim`` and the text side's length (tokenizer ``model_max_length``, else the
+        text encoder's ``max_position_embeddings``) against ``cross_attention_dim`` / ``text_length``."""
+        problems = []
+        dim = folder_config(folder, "unet").get("cross_attention_dim")
+        if isinstance(dim, int) and dim != config.cross_attention_dim:
+            problems.append(f"unet cross_attention_dim is {dim}, the config declares {config.cross_attention_dim} "
+                            "(set cross_attention_dim)")
+        length = folder_config(folder, "tokenizer", "tokenizer_config.json").get("model_max_length")
+        if not isinstance(length, int) or length > 1_000_000:  # tokenizers without a limit store a huge number
+            length = folder_config(folder, "text_encoder").get("max_position_embeddings")
+        if isinstance(length, int) and length != config.text_length:
+            problems.append(f"the text encoder takes {length} tokens, the config declares text_length {config.text_length}")
+        return problems
 
     def _load(self) -> None:
         super()._load()

@@ -38,6 +38,7 @@ __all__ = [
     "Encoder",
     "InputProjector",
     "InputProjectorConfig",
+    "MediaExtent",
     "MediaIO",
     "OutputProjector",
     "OutputProjectorConfig",
@@ -94,9 +95,14 @@ class Component:
         return self if isinstance(self, nn.Module) else None
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` (class + config) and ``model.safetensors`` atomically into ``directory``."""
+        """Write ``config.json`` (class + config) and ``model.safetensors`` atomically into ``directory``.
+
+        An existing saved component there is replaced; any other non-empty folder is refused
+        (:class:`~nextgpt_core.folders.OutputFolderError`)."""
+        from .folders import COMPONENT
+
         directory = Path(directory)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, COMPONENT) as tmp:
             payload = {"target": _target_of(type(self)), "config": self.config.model_dump(mode="json")}
             (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
             module = self._state_module()
@@ -108,10 +114,15 @@ class Component:
     def from_pretrained(cls, directory: str | os.PathLike[str], *, strict: bool = True) -> "Component":
         """Load a component written by :meth:`save_pretrained`.
 
-        Called on a base class (``Component.from_pretrained``) it builds the class named in ``config.json``.
+        Called on a base class (``Component.from_pretrained``) it builds the class named in ``config.json``, but
+        imports only a module that is already imported or that an installed plugin registers as a component (a
+        ``config.json`` cannot make nextgpt import an arbitrary module). The component is first built on the meta
+        device (no memory) and its parameter shapes compared with the weights file's header, so a config that
+        claims a huge layer is refused before anything is allocated.
 
         Raises:
-            CheckpointError: missing files, a class mismatch, or missing / unexpected / mis-shaped weights.
+            CheckpointError: missing files, malformed JSON, a class mismatch, a target nextgpt will not import, or
+                missing / unexpected / mis-shaped weights.
         """
         from nextgpt_registry import RegistryError, resolve_target
 
@@ -120,22 +131,72 @@ class Component:
         if not config_path.is_file():
             raise CheckpointError(f"{directory}: no {CONFIG_FILE}; not a saved nextgpt component")
         try:
-            payload = json.loads(config_path.read_text())
+            payload = json.loads(config_path.read_text(encoding="utf-8"))
             target, options = payload["target"], payload["config"]
-        except (ValueError, KeyError, TypeError) as exc:
+            if not isinstance(target, str) or not isinstance(options, dict):
+                raise TypeError("'target' must be a string and 'config' an object")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{config_path}: malformed component config ({exc})") from None
+        if target != _target_of(cls) and not _importable_target(target):
+            raise CheckpointError(
+                f"{config_path} names {target!r}, which is neither a {cls.__name__} nor a component an installed "
+                "plugin registers; refusing to import it"
+            )
         try:
             klass = resolve_target(target)
         except RegistryError as exc:
             raise CheckpointError(f"{config_path}: {exc}") from None
         if not (isinstance(klass, type) and issubclass(klass, cls)):
             raise CheckpointError(f"{config_path} holds a {target}, not a {cls.__name__}")
-        component = klass.from_options(options)
+        config = klass.make_config(options)
+        weights = directory / WEIGHTS_FILE
+        if weights.is_file():
+            _check_header(klass, config, weights, strict=strict)
+        component = klass.from_options(config)
         module = component._state_module()
         if module is not None:
-            state = read_safetensors(directory / WEIGHTS_FILE)
-            load_state_strict(module, state, where=str(directory / WEIGHTS_FILE), strict=strict)
+            state = read_safetensors(weights)
+            load_state_strict(module, state, where=str(weights), strict=strict)
         return component
+
+
+def _importable_target(target: str) -> bool:
+    """``target``'s module is already imported, or an installed plugin registers ``target`` as a component."""
+    import sys
+
+    if target.partition(":")[0] in sys.modules:
+        return True
+    from .plugins import get_registry
+
+    return any(spec.target == target for spec in get_registry().components.values())
+
+
+def _check_header(klass: type, config: Any, weights: Path, *, strict: bool) -> None:
+    """Build ``klass(config)`` on the meta device and compare its state's names and shapes with the safetensors
+    header of ``weights`` (no tensor read, nothing allocated). A class that cannot be built on the meta device is
+    left to the full load's own check."""
+    from safetensors import safe_open
+
+    try:
+        with torch.device("meta"):
+            probe = klass(config)
+        module = probe._state_module()
+        if module is None:
+            return
+        own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    except Exception:  # noqa: BLE001 - e.g. a component that reads files or seeds a generator at init
+        return
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors' own error types
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    missing, unexpected = sorted(set(own) - set(found)), sorted(set(found) - set(own))
+    shapes = sorted(f"{k}: file {found[k]} vs model {own[k]}" for k in set(own) & set(found) if own[k] != found[k])
+    if shapes or (strict and (missing or unexpected)):
+        parts = [f"{label} {items[:8]}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if items]
+        raise CheckpointError(f"{weights}: weights do not fit {klass.__name__}: " + "; ".join(parts))
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, where: str, strict: bool = True) -> None:
@@ -327,6 +388,18 @@ class Decoder(Component, ABC):
     def conditioning_inputs_of(cls, config: ComponentConfig) -> tuple[ConditioningInput, ...]:
         """The named conditioning inputs this decoder takes with ``config`` (no weights needed)."""
 
+    @classmethod
+    def check_local_files(cls, config: ComponentConfig, *, require: bool = False) -> None:
+        """Check the local weights ``config`` points at against what it declares, from their config files only
+        (no weights read); ``require``: a missing folder is an error too (``nextgpt compose validate``).
+
+        Raises:
+            ConfigError: the folder's models do not fit the declared conditioning inputs (one line naming both).
+            WeightsNotFoundError: ``require`` and the folder is not there.
+
+        The base class has nothing to check; decoders over local folders override it.
+        """
+
     @property
     def conditioning_inputs(self) -> tuple[ConditioningInput, ...]:
         """The named conditioning inputs, in declaration order."""
@@ -516,6 +589,21 @@ class Decoder(Component, ABC):
 
 
 # ---------------------------------------------------------------------------------------------- media files
+@dataclass(frozen=True)
+class MediaExtent:
+    """What a media file will cost once decoded, read from its header or container (nothing decoded).
+
+    Attributes:
+        seconds: duration (video, audio), else ``None``.
+        pixels: width x height of one picture (image, video frame), else ``None``.
+        decoded_bytes: bytes of the decoded object :meth:`MediaIO.read` would return, else ``None``.
+    """
+
+    seconds: float | None = None
+    pixels: int | None = None
+    decoded_bytes: int | None = None
+
+
 class MediaIO(ABC):
     """Reads and writes one modality's files. Named by ``ModalitySpec.media_io``; built with no arguments.
 
@@ -536,4 +624,10 @@ class MediaIO(ABC):
 
     def example(self) -> Any | None:
         """A small synthetic media object for demos and smoke tests (``None`` if the plugin offers none)."""
+        return None
+
+    def probe(self, path: Path) -> MediaExtent | None:
+        """The file's :class:`MediaExtent` from its header / container, without decoding it, so limits apply
+        before the work (a server refuses a 1080p hour before decoding a frame). ``None``: not known before
+        decoding (the limits then apply to the decoded object). Raises ``MediaError`` for an unreadable file."""
         return None

@@ -111,6 +111,9 @@ def build_language_model(settings: LLMSettings, *, seed: int = 0) -> tuple[Any, 
         path = Path(settings.path or "")
         if not (path / "config.json").is_file():
             raise WeightsNotFoundError(f"llm.path {str(path)!r} has no config.json (set it to a local model folder)")
+        from .composition import check_llm_folder
+
+        check_llm_folder(str(path))  # a causal LM with a vocabulary, before anything loads
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     if settings.dummy_prefix == "always":

@@ -243,6 +243,12 @@ class NextGPT(nn.Module):
         assert out is not None
         return out.to(self.dtype)
 
+    @functools.cached_property
+    def _longest_token(self) -> int:
+        """Characters of the longest token string in the vocabulary (added tokens included), at least 1: a text
+        of ``c`` characters is at least ``c // _longest_token`` tokens, known without tokenizing it."""
+        return max([1, *(len(t) for t in self.tokenizer.get_vocab())])
+
     def embed_pieces(self, pieces: Iterable[Piece]) -> torch.Tensor:
         """Input embeddings ``(n, H)`` of prompt pieces (text tokenized, ids inserted directly, media projected)."""
         embed = self.llm.get_input_embeddings()
@@ -289,51 +295,108 @@ class NextGPT(nn.Module):
             getattr(self.llm.config, "max_position_embeddings", 2048)
         )
         budget = limit - max_new_tokens - 1
-        kept = list(range(len(turns)))
+        n = len(turns)
+        # where the kept history may start: the first turn, any user turn, or (at the least) the last turn
+        starts = [i for i in range(n) if i == 0 or i == n - 1 or conversation.turns[i].role == "user"]
+        # before any tokenizing or embedding: a turn's text needs at least chars / (longest token) positions
+        least = [sum(len(p.text) for p in t if isinstance(p, TextPiece)) // self._longest_token for t in turns]
+        if least and least[-1] > budget:
+            raise ConversationError(
+                f"the last turn needs at least {least[-1]} positions (its text alone), more than the context budget "
+                f"of {budget} ({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
+            )
         if prompt.join_turns:  # text runs across turns: embed the joined pieces of the kept turns as a whole
-            joined: dict[tuple[int, ...], torch.Tensor] = {}
+            joined: dict[int, torch.Tensor] = {}
 
-            def embeds_of(which: list[int]) -> torch.Tensor:
-                key = tuple(which)
-                if key not in joined:
-                    pieces = join_text([*header, *[p for i in which for p in turns[i]], *footer])
+            def embeds_from(first: int) -> torch.Tensor:
+                if first not in joined:
+                    pieces = join_text([*header, *[p for i in range(first, n) for p in turns[i]], *footer])
                     if prompt.strip_around_tokens:
                         pieces = strip_around_ids(pieces)
-                    joined[key] = self.embed_pieces([*start, *pieces])
-                return joined[key]
+                    joined[first] = self.embed_pieces([*start, *pieces])
+                return joined[first]
 
-            def total() -> int:
-                return embeds_of(kept).shape[0]
-        else:
+            # the earliest start that fits, by bisection over the starts (fewer turns never need more positions):
+            # O(log n) embeddings of the history instead of one per dropped turn
+            cheap = [s for s in starts if sum(least[s:]) <= budget] or [starts[-1]]
+            lo, hi = 0, len(cheap) - 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if embeds_from(cheap[mid]).shape[0] <= budget:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            first = cheap[lo]
+            total = embeds_from(first).shape[0]
+        else:  # turns are embedded one by one from the newest, and no further back than the budget reaches
             head = self.embed_pieces([*start, *header])
             tail = self.embed_pieces(footer)
-            bodies = [self.embed_pieces(t) for t in turns]
-
-            def total() -> int:
-                return head.shape[0] + tail.shape[0] + sum(bodies[i].shape[0] for i in kept)
+            bodies: dict[int, torch.Tensor] = {}
+            used = head.shape[0] + tail.shape[0]
+            reach = n  # turns reach .. n-1 fit together
+            for i in range(n - 1, -1, -1):
+                if used + least[i] > budget and i < n - 1:
+                    break
+                bodies[i] = self.embed_pieces(turns[i])
+                if used + bodies[i].shape[0] > budget and i < n - 1:
+                    break
+                used += bodies[i].shape[0]
+                reach = i
+            first = next((s for s in starts if s >= reach), n - 1)
+            for i in range(first, n):
+                if i not in bodies:
+                    bodies[i] = self.embed_pieces(turns[i])
+            total = head.shape[0] + tail.shape[0] + sum(bodies[i].shape[0] for i in range(first, n))
 
         notices = []
-        while total() > budget and len(kept) > 1:
-            kept.pop(0)
-            while len(kept) > 1 and conversation.turns[kept[0]].role != "user":
-                kept.pop(0)
-        if len(kept) < len(turns):
+        if first > 0:
             notices.append(
-                f"dropped the {len(turns) - len(kept)} oldest turn(s) to fit the context budget of {budget} positions "
+                f"dropped the {first} oldest turn(s) to fit the context budget of {budget} positions "
                 f"({limit} minus {max_new_tokens + 1} for the reply)"
             )
-        if total() > budget:
+        if total > budget:
             raise ConversationError(
-                f"the last turn needs {total()} positions, more than the context budget of {budget} "
+                f"the last turn needs {total} positions, more than the context budget of {budget} "
                 f"({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
             )
         if prompt.join_turns:
-            embeds = embeds_of(kept)
+            embeds = embeds_from(first)
         else:
-            embeds = torch.cat([head, *[bodies[i] for i in kept], tail], dim=0)
+            embeds = torch.cat([head, *[bodies[i] for i in range(first, n)], tail], dim=0)
         return embeds.unsqueeze(0), notices
 
     # ------------------------------------------------------------------ the request
+    def check_request(
+        self,
+        *,
+        want: Sequence[str] = (),
+        max_new_tokens: int | None = None,
+        decode_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """The checks :meth:`generate` makes on its settings before any work, alone (a server runs them before it
+        answers, e.g. before a stream starts): every wanted modality can be generated, decode options name only
+        generated modalities, and ``max_new_tokens`` holds the signal tokens of every wanted run.
+
+        Raises:
+            ConversationError: one line naming the problem.
+        """
+        outputs = self.output_modalities()
+        for key in want:
+            if key not in outputs:
+                raise ConversationError(
+                    f"cannot generate {key!r} with composition {self.composition.name!r}; outputs: {', '.join(outputs) or '(none)'}"
+                )
+        unknown_opts = [k for k in (decode_options or {}) if k not in outputs]
+        if unknown_opts:
+            raise ConversationError(f"decode options for {unknown_opts}, which this composition does not generate")
+        max_new = max_new_tokens or self.composition.generation.max_new_tokens
+        needed = sum(len(self.tokens.signals[k]) for k in dict.fromkeys(want))
+        if needed > max_new:
+            raise ConversationError(
+                f"max_new_tokens {max_new} cannot hold the wanted runs ({needed} signal tokens: "
+                + ", ".join(f"{k} {len(self.tokens.signals[k])}" for k in dict.fromkeys(want)) + ")"
+            )
+
     def generate(
         self,
         conversation: "Conversation | str",
@@ -370,15 +433,8 @@ class NextGPT(nn.Module):
             conversation = Conversation.from_prompt(conversation)
         if not conversation.turns or conversation.turns[-1].role != "user":
             raise ConversationError("the last turn of the conversation must be a user turn")
+        self.check_request(want=want, max_new_tokens=max_new_tokens, decode_options=decode_options)
         outputs = self.output_modalities()
-        for key in want:
-            if key not in outputs:
-                raise ConversationError(
-                    f"cannot generate {key!r} with composition {self.composition.name!r}; outputs: {', '.join(outputs) or '(none)'}"
-                )
-        unknown_opts = [k for k in (decode_options or {}) if k not in outputs]
-        if unknown_opts:
-            raise ConversationError(f"decode options for {unknown_opts}, which this composition does not generate")
         gen = self.composition.generation
         max_new = max_new_tokens or gen.max_new_tokens
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)

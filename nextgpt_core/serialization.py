@@ -1,50 +1,18 @@
-"""Low-level file helpers: atomic directory writes, safetensors IO and content hashes."""
+"""Low-level file helpers: atomic directory writes (:func:`nextgpt_core.folders.atomic_directory`, re-exported
+here), safetensors IO and content hashes."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import torch
 
 from .errors import CheckpointError
+from .folders import atomic_directory
 
 __all__ = ["atomic_directory", "read_safetensors", "sha256_file", "write_safetensors"]
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling directory that replaces ``target`` only if the block succeeds.
-
-    A crash or an exception inside the block leaves ``target`` exactly as it was (absent or the previous
-    version); the half-written temporary directory is removed.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_safetensors(state: Mapping[str, torch.Tensor], path: Path) -> None:

@@ -57,6 +57,8 @@ class ChatSession:
         model: the loaded model (anything with ``generate``, ``registry``, ``media_io``, ``input_modalities``
             and ``output_modalities``).
         out: folder for the replies; reply ``k`` (counted from 1 over the whole session) goes to ``out/reply_<k>``.
+            It must be absent, empty, or an earlier chat's folder (replaced at the first reply when ``overwrite``);
+            any other folder is refused (:class:`~nextgpt_core.folders.OutputFolderError`).
         seed: seed of the first reply; reply ``k`` then uses ``seed + k - 1``. ``None``: each reply draws one.
         max_new_tokens: override the composition's reply budget.
         echo / echo_err: where output and error lines go (``typer.echo`` by default).
@@ -70,6 +72,7 @@ class ChatSession:
         seed: Optional[int] = None,
         max_new_tokens: Optional[int] = None,
         echo: Callable[..., None] = typer.echo,
+        overwrite: bool = False,
     ) -> None:
         from .conversation import Conversation
 
@@ -82,6 +85,8 @@ class ChatSession:
         self.pending: list[Any] = []  # Media attached for the next message
         self.want: list[str] = []
         self.replies = 0
+        self.overwrite = overwrite
+        self._saved: list[str] = []  # files of this session, relative to ``out`` (the folder's marker lists them)
 
     # ------------------------------------------------------------------ input lines
     def handle(self, line: str) -> bool:
@@ -156,8 +161,11 @@ class ChatSession:
             path = Path(match.group(2)).expanduser()
         else:
             key, path = None, Path(value).expanduser()
-        if not path.is_file():
-            raise ChatInputError(f"file not found: {str(path)!r}")
+        from .folders import not_a_file
+
+        why = not_a_file(path)
+        if why:
+            raise ChatInputError(f"file not found: {str(path)!r}" if why == "not found" else f"{str(path)!r} {why}")
         registry = self.model.registry
         if key is not None:
             registry.modality(key)  # an unknown modality lists the registered ones
@@ -215,8 +223,7 @@ class ChatSession:
             self.echo("")
         else:
             self.echo(f"nextgpt: {response.text}")
-        folder = self.out / f"reply_{self.replies}"
-        paths = response.save(folder, self.model.registry)  # sets each media part's path
+        paths = self._save(response)  # sets each media part's path
         for notice in response.notices:
             self.echo(f"note: {notice}", err=True)
         for part in response.media:
@@ -224,6 +231,20 @@ class ChatSession:
         self.echo(f"(seed {response.seed}; reply text in {paths[-1]})")
         self.conversation.add_response(response)  # generated media are inputs of the next turn
         return response
+
+    def _save(self, response: Any) -> list[Path]:
+        """Write reply ``k`` to ``out/reply_<k>`` (atomically) and list it in the session folder's marker; the
+        session folder is checked (and, with ``overwrite``, an earlier chat's replaced) at the first reply."""
+        from .folders import REPLIES, start_folder, write_marker
+
+        if not self._saved:
+            start_folder(self.out, REPLIES, overwrite=self.overwrite)
+        name = f"reply_{self.replies}"
+        paths = response.save(self.out / name, self.model.registry, overwrite=False)
+        self._saved += [f"{name}/{p.relative_to(self.out / name).as_posix()}" for p in paths]
+        self._saved.append(f"{name}/.nextgpt-output.json")
+        write_marker(self.out, "replies", self._saved)
+        return paths
 
     # ------------------------------------------------------------------ the loop
     def run(self, read_line: Callable[[str], str] = input) -> None:
@@ -259,13 +280,21 @@ def chat(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),
     want: list[str] = typer.Option([], "--want", "-w", help="A modality every reply must contain (repeatable)."),
     out: Path = typer.Option(Path("outputs/chat"), "--out", "-o", help="Folder for the replies' text and media."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier chat's replies (never any other folder)."),
 ) -> None:
     """Chat in the terminal: multi-turn history, attachments (/attach PATH or @PATH), /want image, /reset, /quit."""
     from .composition import load_composition
+    from .folders import REPLIES, check_output_folder
 
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     if checkpoint is not None and not checkpoint.is_dir():
-        raise ChatInputError(f"checkpoint folder not found: {str(checkpoint)!r}")
+        from .folders import not_a_folder
+
+        why = not_a_folder(checkpoint)
+        raise ChatInputError(f"checkpoint folder not found: {str(checkpoint)!r}" if why == "not found"
+                             else f"--checkpoint {str(checkpoint)!r} {why}")
+    comp_file = Path(composition) if Path(composition).suffix == ".toml" or Path(composition).exists() else None
+    check_output_folder(out, REPLIES, overwrite=overwrite, inputs=[checkpoint, comp_file], option="--out")
     from .model import NextGPT
 
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
@@ -273,7 +302,7 @@ def chat(
         import readline  # noqa: F401
     except ImportError:  # pragma: no cover - not on every platform
         pass
-    session = ChatSession(model, out, seed=seed, max_new_tokens=max_new_tokens)
+    session = ChatSession(model, out, seed=seed, max_new_tokens=max_new_tokens, overwrite=overwrite)
     if want:
         session._set_want(list(want))
     inputs = ", ".join(model.input_modalities()) or "(none)"

@@ -25,18 +25,22 @@ def _resolved(composition: str):  # noqa: ANN202
 
 def convert_official_command(
     delta: Path = typer.Option(..., "--delta", help="The released pytorch_model.pt (ChocoWu/nextgpt_7b_tiva_v0)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write: new or empty (or an earlier checkpoint, with --overwrite); written atomically."),
     composition: str = typer.Option("nextgpt-v0", "--composition", "-c", help="Built-in name or TOML path."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier nextgpt checkpoint (never any other folder)."),
 ) -> None:
     """Convert the official v0 delta into a nextgpt checkpoint; strict: any missing, unexpected or mis-shaped key
     fails the command and nothing is written."""
+    from ..folders import CHECKPOINT, check_output_folder
     from ..hf_loading import quiet_transformers
     from .convert import convert_official, layout_for, read_official_file
 
+    comp_file = Path(composition) if Path(composition).suffix == ".toml" or Path(composition).exists() else None
+    check_output_folder(out, CHECKPOINT, overwrite=overwrite, inputs=[delta, comp_file], option="--out")
     read_official_file(delta)  # a missing or unreadable file fails before the layout is built
     with quiet_transformers(), _no_future_warnings():
         layout = layout_for(composition)
-    report = convert_official(delta, out, layout)
+    report = convert_official(delta, out, layout, overwrite=overwrite)
     typer.echo(f"converted {report.keys} official keys ({report.parameters:,} parameters) into {report.out}")
     for group, n in report.groups.items():
         typer.echo(f"  {group}: {n} tensors")

@@ -23,6 +23,7 @@ from nextgpt_registry import resolve_target
 
 from ..checkpoint import FORMAT, MANIFEST, VERSION, write_embedding_files
 from ..errors import CheckpointError, WeightsNotFoundError
+from ..folders import CHECKPOINT, check_output_folder
 from ..interfaces import CONFIG_FILE, WEIGHTS_FILE
 from ..serialization import atomic_directory, sha256_file, write_safetensors
 from .keymap import OFFICIAL_OUTPUT_PROJECTORS, map_key, stage_one_two_keys
@@ -42,6 +43,8 @@ def read_official_file(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor
             flat mapping of names to tensors.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; --delta is the released pytorch_model.pt file")
     if not path.is_file():
         raise WeightsNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -160,17 +163,22 @@ class ConversionReport:
 
 def convert_official(
     delta: "str | os.PathLike[str]", out: "str | os.PathLike[str]", layout: TrainedLayout,
-    *, modality_of: dict[str, str] | None = None,
+    *, modality_of: dict[str, str] | None = None, overwrite: bool = False,
 ) -> ConversionReport:
     """Read ``delta``, map it strictly onto ``layout`` and write a nextgpt checkpoint to ``out`` (atomically).
 
+    ``out`` must be absent, empty, or (with ``overwrite``) a nextgpt checkpoint holding only its own files; it may
+    not be the current folder, a parent of it, or hold ``delta`` (:class:`~nextgpt_core.folders.OutputFolderError`,
+    raised before the file is read).
+
     The tensors keep the file's dtype (fp16 for the release); loading casts them to the model's.
     """
+    check_output_folder(out, CHECKPOINT, overwrite=overwrite, inputs=[delta])
     state = read_official_file(delta)
     mapped = map_official(state, layout, where=str(delta), modality_of=modality_of)
     out = Path(out)
     comp = layout.composition
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, CHECKPOINT, overwrite=overwrite, inputs=[delta]) as tmp:
         for (part, group), tensors in mapped.items():
             if part in ("input_projectors", "output_projectors"):
                 component = layout.components[(part, group)]

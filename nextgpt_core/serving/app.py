@@ -30,7 +30,7 @@ from .errors import ServingError, error_body
 from .files import FileStore
 from .media import MediaGateway
 from .messages import to_conversation
-from .schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse, FileObject, Health, ModelList
+from .schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse, FileObject, Health, ModelList, describe_validation_error
 
 __all__ = ["create_app"]
 
@@ -143,8 +143,8 @@ def create_app(model: Any, config: ServeConfig) -> FastAPI:
             return _error(400, "invalid_json", "the body is empty: expected a JSON object")
         if first.get("type") == "json_invalid":
             return _error(400, "invalid_json", f"the body is not valid JSON: {first.get('ctx', {}).get('error', '')}".rstrip(": "))
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(400, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid')}", where or None)
+        where, message = describe_validation_error(errors)
+        return _error(400, "invalid_request", f"{where or 'body'}: {message}", where or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -175,11 +175,17 @@ def create_app(model: Any, config: ServeConfig) -> FastAPI:
         purpose: str = Form("user_data"),
         modality: Optional[str] = Form(None, description="Which input modality it is (default: from its suffix / type)."),
     ) -> dict[str, Any]:
-        """Upload a media file; it is read once with its modality's reader (a corrupt file fails here)."""
-        record = await run_in_threadpool(
-            gateway.store_upload, file.file, filename=file.filename or "upload", content_type=file.content_type,
-            modality=modality, purpose=purpose[:64],
-        )
+        """Upload a media file; it is read once with its modality's reader (a corrupt file fails here). Reading it
+        takes an admission slot like a chat request (429 when the server is full), so uploads cannot decode more
+        media at once than the server admits requests."""
+        job = engine.admit()  # 429 when full
+        try:
+            record = await run_in_threadpool(
+                gateway.store_upload, file.file, filename=file.filename or "upload", content_type=file.content_type,
+                modality=modality, purpose=purpose[:64],
+            )
+        finally:
+            job.release()
         return record.to_json()
 
     @app.get("/v1/files/{file_id}", response_model=FileObject, tags=["files"])
@@ -212,6 +218,9 @@ def create_app(model: Any, config: ServeConfig) -> FastAPI:
         """Answer the last user message with text and, as ``modalities`` asks, generated media."""
         want = _check_request(body, model_id, outputs)
         max_new = _max_new_tokens(body, model, config)
+        check = getattr(model, "check_request", None)
+        if check is not None:  # the request's settings fail here, as a 400, and never after a stream started
+            check(want=want, max_new_tokens=max_new)
         job = engine.admit()  # 429 when full
         deadline = time.monotonic() + config.timeout_s
         try:

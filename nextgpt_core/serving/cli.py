@@ -41,7 +41,11 @@ def serve(
     if not 0 < port < 65536:
         raise UsageProblem(f"--port must be 1-65535, got {port}")
     if checkpoint is not None and not checkpoint.is_dir():
-        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}")
+        from ..folders import not_a_folder
+
+        why = not_a_folder(checkpoint)
+        raise UsageProblem(f"checkpoint folder not found: {str(checkpoint)!r}" if why == "not found"
+                           else f"--checkpoint {str(checkpoint)!r} {why}")
     config = ServeConfig(media_dir=media_dir, workers=workers, max_queue=max_queue, timeout_s=timeout,
                          max_upload_bytes=int(max_upload_mb * (1 << 20)), max_media_seconds=max_media_seconds,
                          max_media_pixels=max_media_pixels, max_new_tokens=max_new_tokens)

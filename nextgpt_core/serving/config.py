@@ -21,6 +21,8 @@ class ServeConfig:
         max_upload_bytes: largest media file, uploaded (``POST /v1/files``) or inline (base64 in a message).
         max_media_seconds: longest video or audio accepted as input.
         max_media_pixels: largest image / video frame / depth map accepted as input (width x height).
+        max_decoded_bytes: largest decoded size of one media input (a video's frames, an audio's samples), checked
+            from the file's header / container before it is decoded (``MediaIO.probe``) and on the decoded object.
         workers: requests generating at the same time on the one model (threads).
         max_queue: requests admitted beyond ``workers``, waiting for a worker; one more is answered 429.
         timeout_s: a request still unanswered this long after admission is answered 504 (its generation is
@@ -33,6 +35,7 @@ class ServeConfig:
     max_upload_bytes: int = 20 * MIB
     max_media_seconds: float = 60.0
     max_media_pixels: int = 4096 * 4096
+    max_decoded_bytes: int = 512 * MIB
     workers: int = 2
     max_queue: int = 8
     timeout_s: float = 120.0
@@ -42,7 +45,7 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "media_dir", Path(self.media_dir))
-        for name in ("max_upload_bytes", "workers", "max_media_pixels"):
+        for name in ("max_upload_bytes", "workers", "max_media_pixels", "max_decoded_bytes"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"serve: {name} must be at least 1, got {getattr(self, name)}")
         if self.max_queue < 0:

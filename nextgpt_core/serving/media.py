@@ -147,8 +147,20 @@ class MediaGateway:
         return match.group("id") if match else None
 
     def read_checked(self, modality: str, path: Path) -> Any:
-        """Decode a file with its modality's reader and apply the duration and resolution limits."""
+        """Decode a file with its modality's reader and apply the duration, resolution and decoded-size limits:
+        first to what the header / container reports (``MediaIO.probe``: nothing decoded yet), then to the
+        decoded object."""
         io_ = self.model.media_io(modality)
+        probe = getattr(io_, "probe", None)
+        if probe is not None:
+            try:
+                extent = probe(path)
+            except NextGPTError as exc:
+                raise ServingError(400, "invalid_media", _strip_path(str(exc), path)) from None
+            except Exception as exc:  # noqa: BLE001 - as below: not a readable file
+                raise ServingError(400, "invalid_media", f"unreadable {modality} data ({type(exc).__name__})") from None
+            if extent is not None:
+                self.check_limits(modality, extent.seconds, extent.pixels, extent.decoded_bytes, before=True)
         try:
             data = io_.read(path)
         except NextGPTError as exc:
@@ -159,14 +171,27 @@ class MediaGateway:
         return data
 
     def check_extent(self, modality: str, data: Any) -> None:
-        """413 when ``data`` is longer than ``max_media_seconds`` or larger than ``max_media_pixels``."""
+        """413 when ``data`` is longer than ``max_media_seconds``, larger than ``max_media_pixels`` or holds more
+        than ``max_decoded_bytes``."""
         seconds, pixels = media_extent(data)
+        nbytes = getattr(getattr(data, "frames", None), "nbytes", None) or getattr(getattr(data, "samples", None), "nbytes", None)
+        self.check_limits(modality, seconds, pixels, nbytes)
+
+    def check_limits(self, modality: str, seconds: float | None, pixels: int | None, nbytes: int | None,
+                     *, before: bool = False) -> None:
+        """413 for a duration, picture size or decoded size over the limits (``before``: as the file reports it,
+        before decoding)."""
         if seconds is not None and seconds > self.config.max_media_seconds:
             raise ServingError(413, "media_too_long",
                                f"the {modality} input is {seconds:.1f} s long; the limit is {self.config.max_media_seconds:g} s")
         if pixels is not None and pixels > self.config.max_media_pixels:
             raise ServingError(413, "media_too_large",
                                f"the {modality} input has {pixels} pixels per picture; the limit is {self.config.max_media_pixels}")
+        if nbytes is not None and nbytes > self.config.max_decoded_bytes:
+            when = " once decoded" if before else ""
+            raise ServingError(413, "media_too_large",
+                               f"the {modality} input would take {nbytes / 2**20:.0f} MiB{when}; the limit is "
+                               f"{self.config.max_decoded_bytes / 2**20:.0f} MiB per media input")
 
     def from_bytes(self, data: bytes, modality: str, suffix: str) -> Media:
         """Inline bytes -> a decoded, checked :class:`Media` (decoded through a temporary file, then removed)."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ChatCompletion", "ChatCompletionChunk", "ChatCompletionRequest", "ChatMessage", "ContentPart", "ErrorResponse",
-    "FileObject", "Health", "MediaPart", "MediaRef", "ModelCard", "ModelList",
+    "FileObject", "Health", "MediaPart", "MediaRef", "ModelCard", "ModelList", "PART_TYPES", "describe_validation_error",
 ]
 
 
@@ -96,6 +96,46 @@ class MediaPart(_Body):
 
 
 ContentPart = Annotated[Union[TextPart, ImageURLPart, InputAudioPart, FilePart, MediaPart], Field(discriminator="type")]
+#: the ``type`` of every content part a request may hold
+PART_TYPES = ("text", "image_url", "input_audio", "file", "media")
+
+
+def _clean_loc(loc: tuple) -> list[str]:
+    """A pydantic error location without the union-branch labels (``str``, ``list[tagged-union[...]]``) and the
+    discriminator tag it inserts, as the client wrote the body: ``messages.0.content.0.text``."""
+    out: list[str] = []
+    skip_tag = False
+    for i, part in enumerate(loc):
+        if part == "body" and i == 0:
+            continue
+        if isinstance(part, str) and ("[" in part or part in ("str", "list", "int", "float", "bool", "none")):
+            skip_tag = skip_tag or "tagged-union" in part
+            continue
+        if skip_tag and isinstance(part, str):
+            skip_tag = False  # the discriminator value pydantic puts before the part's own fields
+            continue
+        out.append(str(part))
+    return out
+
+
+def describe_validation_error(errors: list[dict]) -> tuple[str, str]:
+    """``(where, message)`` of the most specific problem in a request body's validation errors: the deepest one,
+    so a list of parts with an unknown part ``type`` is named as such, not as "content: should be a string"."""
+    if not errors:
+        return "", "invalid"
+    def depth(err: dict) -> tuple[int, int]:
+        return len(_clean_loc(tuple(err.get("loc", ())))), err.get("type") != "string_type"
+    err = max(errors, key=depth)
+    where = ".".join(_clean_loc(tuple(err.get("loc", ()))))
+    kind = err.get("type")
+    if kind == "union_tag_invalid":
+        tag = (err.get("ctx") or {}).get("tag")
+        return where, f"unknown content part type {tag!r}; a part's type is one of {', '.join(PART_TYPES)}"
+    if kind == "union_tag_not_found":
+        return where, f"a content part needs a 'type' (one of {', '.join(PART_TYPES)})"
+    if where.endswith("content") and kind in ("string_type", "list_type"):
+        return where, "should be a string or a list of content parts"
+    return where, str(err.get("msg", "invalid"))
 
 
 class ChatMessage(_Body):

@@ -251,6 +251,24 @@ def _emit_runs(
     return segment
 
 
+def context_limit(model: NextGPT) -> int:
+    """Longest training sequence: ``generation.max_context_tokens``, else the LLM's ``max_position_embeddings``."""
+    return model.composition.generation.max_context_tokens or int(getattr(model.llm.config, "max_position_embeddings", 2048))
+
+
+def min_positions(model: NextGPT, sample: TrainingSample) -> int:
+    """A lower bound on the positions ``sample`` takes, from its characters alone (no tokenizing): each text part
+    and caption needs at least ``len // longest token`` tokens. Used to refuse an over-long sample before it costs
+    memory (a 10 MB row took 7.7 GB before its error, mid-run)."""
+    longest = model._longest_token
+    texts = [p.text for t in sample.conversation.turns for p in t.parts if isinstance(p, Text)]
+    return sum(len(t) // longest for t in texts)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def build_example(
     model: NextGPT,
     sample: TrainingSample,
@@ -277,6 +295,10 @@ def build_example(
     where = sample.sample_id or f"{sample.source[0]}:{sample.source[1]}"
     prompt = model.composition.prompt
     conv = sample.conversation
+    limit = max_length or context_limit(model)
+    least = min_positions(model, sample)
+    if least > limit:  # known from its characters: refused before anything is tokenized or embedded
+        raise DatasetError(f"sample {where}: at least {least} positions (its text alone), more than the limit of {limit}")
     header, turns, _footer = render_conversation(
         conv,
         prompt,
@@ -289,9 +311,9 @@ def build_example(
     for target in sample.targets:
         turn_ok = 0 <= target.turn_index < len(conv.turns) and conv.turns[target.turn_index].role == "assistant"
         if not turn_ok:
-            raise DatasetError(f"sample {where}: target {target.caption!r} names turn {target.turn_index}, not an assistant turn")
+            raise DatasetError(f"sample {where}: target {_short(target.caption)} names turn {target.turn_index}, not an assistant turn")
         if not 0 <= target.part_index <= len(conv.turns[target.turn_index].parts):
-            raise DatasetError(f"sample {where}: target {target.caption!r} has part_index {target.part_index} out of range")
+            raise DatasetError(f"sample {where}: target {_short(target.caption)} has part_index {target.part_index} out of range")
         if target.modality not in model.tokens.signals:
             raise DatasetError(
                 f"sample {where}: target modality {target.modality!r} is not an output of this model "

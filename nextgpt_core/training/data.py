@@ -97,6 +97,12 @@ def mosit_generated_name(modality: str, stem: str) -> str | None:
 
 #: Official stage-1 prompt (``build_one_instance_stage_1``).
 DEFAULT_CAPTION_PROMPT = "generate a caption"
+#: Longest caption of a generate target, in characters: decoders' text encoders read at most a few hundred tokens
+#: (CLIP 77), and a longer caption only costs memory (a 10 MB caption took 4 GB in ``cache-targets``).
+MAX_CAPTION_CHARS = 2_000
+#: Longest text value of a row, in characters (a row over it is skipped with kind ``too_long``, before any
+#: tokenizing; the model's own context limit is checked again before training, without tokenizing either).
+MAX_TEXT_CHARS = 1_000_000
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
@@ -175,7 +181,7 @@ class DataProblem:
         row: 1-based line (JSONL) or 0-based index (json array); ``None`` for the whole file.
         message: one line.
         kind: category, one of ``invalid_json``, ``malformed``, ``missing_media``, ``unknown_modality``,
-            ``empty_conversation``, ``missing_caption``.
+            ``empty_conversation``, ``missing_caption``, ``too_long``.
         row_kind: ``"line"`` (JSONL) or ``"index"`` (json array).
     """
 
@@ -351,6 +357,8 @@ def _load_json_array(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"dataset file not found: {str(path)!r}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"dataset {str(path)!r} is a folder, not a file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     try:
@@ -450,7 +458,8 @@ def read_dataset(
 
     if rows is None:
         if not path.is_file():
-            raise DatasetError(f"dataset file not found: {str(path)!r}")
+            raise DatasetError(f"dataset file not found: {str(path)!r}" if not path.is_dir()
+                               else f"dataset {str(path)!r} is a folder, not a file")
         with open(path, "rb") as handle:
             for line_no, raw in enumerate(handle, start=1):
                 if not raw.strip():
@@ -514,6 +523,8 @@ class _Context:
         p = self.resolve(name)
         key = self.modality(modality if modality is not None else self.modality_of_path(p.name), output=False)
         if not p.is_file():
+            if p.is_dir():
+                raise _RowError(f"{key} {str(p)!r} is a folder, not a file", "missing_media")
             raise _RowError(f"{key} file not found: {str(p)!r}", "missing_media")
         return Media(modality=key, path=p)
 
@@ -538,13 +549,19 @@ def _type_name(value: Any) -> str:
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise _RowError(f"{what} must be a string, got {_type_name(value)}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise _RowError(f"{what} is {len(value):,} characters; a text is limited to {MAX_TEXT_CHARS:,}", "too_long")
     return value
 
 
 def _caption(value: Any, what: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise _RowError(f"{what}: a generate target needs a non-empty caption", "missing_caption")
-    return _text(value, what).strip()
+    caption = value.strip() if isinstance(value, str) else _text(value, what)
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise _RowError(f"{what}: the caption is {len(caption):,} characters; captions are limited to "
+                        f"{MAX_CAPTION_CHARS:,} (a decoder reads a few hundred tokens at most)", "too_long")
+    return caption
 
 
 def _list(value: Any, what: str) -> list[Any]:

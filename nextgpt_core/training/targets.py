@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..errors import CheckpointError, DatasetError
+from ..folders import TARGET_CACHE, check_output_folder
 from ..serialization import atomic_directory, read_safetensors, write_safetensors
 
 __all__ = ["TargetCache", "build_decoders", "cache_targets"]
@@ -47,15 +48,20 @@ def cache_targets(
     composition: str = "",
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = True,
+    inputs: Iterable[Any] = (),
 ) -> dict[str, int]:
     """Encode every distinct ``(modality, caption)`` target once with its decoder and write the cache folder.
 
     Args:
         targets: objects with ``modality``, ``caption`` and ``target_id`` (``training.data.Target``).
         decoders: ``{modality: Decoder}`` (each must implement ``encode_text``).
-        out: the cache folder; replaced atomically.
+        out: the cache folder, written atomically: absent, empty, or (with ``overwrite``) a target cache holding
+            only its own files (anything else is refused before any caption is encoded,
+            :class:`~nextgpt_core.folders.OutputFolderError`).
         batch_size: captions per ``encode_text`` call.
         progress: called with the number of captions done after each batch.
+        inputs: the paths the caller read (dataset file, media root): ``out`` may not be or hold one.
 
     Returns:
         ``{modality: number of cached targets}``.
@@ -63,16 +69,19 @@ def cache_targets(
     Raises:
         DatasetError: a target of a modality the composition cannot generate.
     """
+    inputs = tuple(inputs)
+    check_output_folder(out, TARGET_CACHE, overwrite=overwrite, inputs=inputs)
     unique: dict[str, dict[str, str]] = {}
     for target in targets:
         if target.modality not in decoders:
             raise DatasetError(
-                f"target {target.caption!r} is {target.modality!r}, which the composition does not generate "
+                f"target {(target.caption[:60] + '...') if len(target.caption) > 60 else target.caption!r} is "
+                f"{target.modality!r}, which the composition does not generate "
                 f"(generates: {', '.join(decoders) or 'nothing'})"
             )
         unique.setdefault(target.modality, {})[target.target_id] = target.caption
     counts: dict[str, int] = {}
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, TARGET_CACHE, overwrite=overwrite, inputs=inputs) as tmp:
         shapes = {}
         for modality, items in unique.items():
             decoder = decoders[modality]

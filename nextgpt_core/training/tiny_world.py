@@ -302,6 +302,7 @@ def tiny_world_weights(
     Returns:
         ``(state_dict, manifest)``; ``manifest["cached"]`` says whether they were read from disk.
     """
+    from ..folders import TINY_WORLD
     from ..serialization import atomic_directory, read_safetensors, write_safetensors
 
     key = tiny_world_key(settings, registry)
@@ -313,7 +314,7 @@ def tiny_world_weights(
     state, info = pretrain_tiny_llm(settings, registry=registry, log=log)
     manifest = {"format": FORMAT, "key": key, "settings": asdict(settings), "pretraining": info}
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, TINY_WORLD) as tmp:
         write_safetensors(state, tmp / WEIGHTS)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return state, {**manifest, "cached": False, "path": str(target)}

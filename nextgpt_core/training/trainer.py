@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..folders import CHECKPOINT
 from ..serialization import atomic_directory
 from .collate import build_example, collate_batch
 from .losses import (
@@ -258,6 +259,10 @@ class Trainer:
         media_loader: decodes the samples' input media through their plugins.
         resume: continue from the latest complete ``step-<k>`` in ``config.output_dir`` (its weights, optimizer,
             scheduler, RNG and data-order state); a fresh start if there is none.
+        overwrite: start over in an ``output_dir`` that holds an earlier training run (it is removed first).
+            Without ``resume`` or ``overwrite`` such a folder is refused, and so is, always, a non-empty folder that
+            is not a training run or holds files a run did not write (:func:`nextgpt_core.folders.start_folder`).
+        inputs: paths the run reads (data, targets, checkpoint): ``output_dir`` may not be or hold one.
 
     At construction the stage is applied (:func:`~nextgpt_core.training.trainable.apply_stage`): exactly its set
     becomes trainable, its counts are printed and saved as ``trainable.json``.
@@ -272,12 +277,22 @@ class Trainer:
         media_loader: MediaLoader | None = None,
         *,
         resume: bool = False,
+        overwrite: bool = False,
         trackers: Sequence[Any] = (),
+        inputs: Sequence[Any] = (),
     ) -> None:
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
+        from ..folders import TRAIN_RUN, check_output_folder
+
         if not len(dataset_samples):
             raise ValueError("Trainer needs at least one sample")
+        if resume and overwrite:
+            from ..errors import ConfigError
+
+            raise ConfigError("resume and overwrite exclude each other: continue the run, or start it over")
+        # every process checks the folder before any process changes it (the same answer everywhere)
+        check_output_folder(config.output_dir, TRAIN_RUN, overwrite=overwrite, resume=resume, inputs=inputs)
         self.model = model
         self.samples = list(dataset_samples)
         self.targets = targets or {}
@@ -293,6 +308,10 @@ class Trainer:
             # a batch may hold no sample of some modality: its projector / rows get no gradient this step
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            _start_run_folder(self.output_dir, config, overwrite=overwrite, resume=resume, inputs=inputs)
+        self.accelerator.wait_for_everyone()
         self.use_l2 = config.stage in (2, 3) and config.l2_weight > 0
         self.use_denoise = config.stage in (2, 3) and config.denoise_weight > 0
         if self.use_denoise:
@@ -631,15 +650,16 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write ``<output_dir>/step-<step>/`` atomically: the model checkpoint (trained rows merged first) and the
         trainer state. Returns the folder."""
-        from ..checkpoint import save_checkpoint
+        from ..checkpoint import add_to_manifest, save_checkpoint
 
         target = self.output_dir / f"step-{self.step}"
         with self._full_parameters():
             if self.accelerator.is_main_process:
                 self.trainable.merge()
-                with atomic_directory(target) as tmp:
+                with atomic_directory(target, CHECKPOINT) as tmp:
                     save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
                     _write_trainer_state(self._state(), tmp / STATE_DIR)
+                    add_to_manifest(tmp, [f"{STATE_DIR}/state.pt", f"{STATE_DIR}/state.json"])
         self.accelerator.wait_for_everyone()  # no process runs ahead of (or resumes from) a half-written step
         return target
 
@@ -678,10 +698,23 @@ class Trainer:
                     rows.head_rows.copy_(head.weight[rows.head_ids])
 
     def _load_state(self, directory: Path) -> None:
-        state = torch.load(directory / STATE_DIR / "state.pt", map_location="cpu", weights_only=True)
-        if state.get("optimizer") is None or self.sharded:
-            from ..errors import CheckpointError
+        from ..errors import CheckpointError
 
+        # listed and hashed in the step's manifest since this version, so _load_weights has verified it
+        path = directory / STATE_DIR / "state.pt"
+        import warnings
+
+        try:
+            with warnings.catch_warnings():  # torch warns about a damaged file's pickle protocol before failing
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickle / zip / torch errors of a damaged or foreign file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: not a readable trainer state ({first[:200]})") from None
+        needed = ("optimizer", "scheduler", "step", "epoch", "position", "order", "rng")
+        if not isinstance(state, dict) or any(k not in state for k in needed):
+            raise CheckpointError(f"{path}: not a trainer state (needs {', '.join(needed)})")
+        if state.get("optimizer") is None or self.sharded:
             raise CheckpointError(
                 f"{directory}: cannot resume here: "
                 + ("the run was sharded (FSDP / DeepSpeed) and its optimizer state was not saved"
@@ -794,6 +827,15 @@ def _drop_metrics_after(path: Path, step: int) -> int:
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         tmp.replace(path)
     return dropped
+
+
+def _start_run_folder(directory: Path, config: TrainConfig, *, overwrite: bool, resume: bool, inputs: Sequence[Any]) -> None:
+    """Create (or keep, or start over) the run folder and write its marker (kind ``train-run``)."""
+    from ..folders import MARKER, TRAIN_RUN, start_folder, write_marker
+
+    start_folder(directory, TRAIN_RUN, overwrite=overwrite, resume=resume, inputs=inputs)
+    if not (directory / MARKER).is_file():
+        write_marker(directory, "train-run", metrics_file=config.metrics_file, tracker_project=config.tracker_project)
 
 
 def _write_trainer_state(state: dict[str, Any], directory: Path) -> None:

@@ -208,3 +208,43 @@ def test_cli_converts_and_fails_in_one_line(tmp_path, spec, tiny_v0_file, real_r
     assert bad.exit_code == 2
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "not a readable PyTorch checkpoint" in lines[0]
+
+
+def test_convert_never_destroys_a_folder(tmp_path, spec, tiny_v0_file, real_registry, monkeypatch):
+    """`--out` a user's folder, the folder holding the delta (`--out "$PWD"` deleted it), `.`, a file: one error
+    line each, before the delta is read, and nothing changes; an earlier checkpoint is replaced only with
+    --overwrite."""
+    from nextgpt_core import plugins
+
+    monkeypatch.setattr(plugins, "get_registry", lambda: real_registry)
+    work = tmp_path / "work"
+    work.mkdir()
+    delta = work / "pytorch_model.pt"
+    write_official_delta(delta, spec)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "file").write_text("a file")
+    runner = CliRunner()
+
+    def convert(out, *extra):
+        return runner.invoke(app, ["convert", "official", "--delta", str(delta), "--out", str(out),
+                                   "--composition", str(tiny_v0_file), *extra])
+
+    monkeypatch.chdir(work)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for out, message in ((tmp_path / "mine", "is not empty (notes.txt) and not a folder nextgpt wrote"),
+                         (work, "is the current folder"), (".", "is the current folder"),
+                         ("..", "contains the current folder"), (tmp_path / "file", "exists and is not a folder")):
+        result = convert(out, "--overwrite")
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: --out {out}: {message}"), lines
+    monkeypatch.chdir(tmp_path)
+    result = convert(work, "--overwrite")
+    assert result.exit_code == 2 and f"contains the input {delta}" in result.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert convert(tmp_path / "ckpt").exit_code == 0
+    again = convert(tmp_path / "ckpt")
+    assert again.exit_code == 2 and "already holds a nextgpt checkpoint; pass --overwrite" in again.stderr
+    assert convert(tmp_path / "ckpt", "--overwrite").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "file", "mine", "work"]

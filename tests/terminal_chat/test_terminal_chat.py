@@ -71,7 +71,7 @@ def test_generated_media_are_fed_back_as_inputs(calls, fake_files, tmp_path):
 
 
 def test_reset_forgets_history_and_pending_attachments(calls, fake_files, tmp_path):
-    result = _chat(["first", f"/attach {fake_files['image']}", "/reset", "second"], "--max-new-tokens", "8", "--out", str(tmp_path))
+    result = _chat(["first", f"/attach {fake_files['image']}", "/reset", "second"], "--max-new-tokens", "8", "--out", str(tmp_path / "out"))
     assert "history cleared" in result.stdout
     assert [[role for role, _ in c["turns"]] for c in calls] == [["user"], ["user"]]
     assert [type(p).__name__ for p in calls[1]["turns"][0][1]] == ["Text"]
@@ -118,16 +118,16 @@ def test_a_failed_request_leaves_the_history_unchanged(calls, tiny_model, monkey
         return real(conversation, **kwargs)
 
     monkeypatch.setattr(tiny_model, "generate", flaky)
-    result = _chat(["one", "two", "three"], "--max-new-tokens", "8", "--out", str(tmp_path))
+    result = _chat(["one", "two", "three"], "--max-new-tokens", "8", "--out", str(tmp_path / "out"))
     assert result.stderr.strip() == "error: the last turn alone does not fit the context"
-    assert (tmp_path / "reply_1").is_dir() and (tmp_path / "reply_2").is_dir() and not (tmp_path / "reply_3").exists()
+    assert (tmp_path / "out" / "reply_1").is_dir() and (tmp_path / "out" / "reply_2").is_dir() and not (tmp_path / "out" / "reply_3").exists()
     # calls records the requests that reached the model: "one", then "three" after "one" and its reply only
     assert len(calls) == 2 and [role for role, _ in calls[1]["turns"]] == ["user", "assistant", "user"]
     assert calls[1]["turns"][0][1][0].text == "one" and calls[1]["turns"][2][1][0].text == "three"
 
 
 def test_end_of_input_ends_the_chat(calls, tmp_path):
-    result = _chat([], "--out", str(tmp_path))
+    result = _chat([], "--out", str(tmp_path / "out"))
     assert "nextgpt chat: composition 'tiny'" in result.stdout and calls == []
 
 

@@ -155,7 +155,7 @@ def test_crash_while_checkpointing_keeps_the_previous_one(registry, tmp_path, ru
         run(registry, tmp_path)
     monkeypatch.setattr(trainer_module, "_write_trainer_state", real)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["metrics.jsonl", "step-3", "trainable.json"], names  # no step-6, no hidden temporaries
+    assert names == [".nextgpt-output.json", "metrics.jsonl", "step-3", "trainable.json"], names  # no step-6, no hidden temporaries
     assert find_latest_checkpoint(tmp_path) == tmp_path / "step-3"
     assert (tmp_path / "step-3" / STATE_DIR / "state.pt").is_file()
     model, _, result = run(registry, tmp_path, resume=True)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig, check_captions
+from nextgpt_core.diffusers_decoder import DiffusersDecoder, DiffusersDecoderConfig, check_captions, folder_config
 from nextgpt_core.errors import ConfigError
 from nextgpt_core.interfaces import ComponentConfig, ConditioningInput, DecodeOptions
 
@@ -261,6 +261,17 @@ class AudioLDMAudioDecoder(_AudioDecoderBase):
         return AudioLDMPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder
         )
+
+    @classmethod
+    def folder_problems(cls, folder: Path, config: AudioLDMDecoderConfig) -> list[str]:  # type: ignore[override]
+        """The CLAP text encoder's ``projection_dim`` and the UNet's class-embedding input against ``embed_dim``."""
+        dim = cls.embed_dim_of(config)
+        found = {
+            "text_encoder projection_dim": folder_config(folder, "text_encoder").get("projection_dim"),
+            "unet projection_class_embeddings_input_dim":
+                folder_config(folder, "unet").get("projection_class_embeddings_input_dim"),
+        }
+        return [f"{k} is {v}, the config's embed_dim is {dim}" for k, v in found.items() if isinstance(v, int) and v != dim]
 
     def _check_pipeline(self) -> None:
         dim = self.embed_dim_of(self.config)
@@ -527,6 +538,26 @@ class AudioLDM2AudioDecoder(_AudioDecoderBase):
             scheduler=scheduler,
             vocoder=vocoder,
         )
+
+    @classmethod
+    def folder_problems(cls, folder: Path, config: AudioLDM2DecoderConfig) -> list[str]:  # type: ignore[override]
+        """T5's ``d_model`` against ``prompt_dim``, the GPT-2's width against ``generated_dim`` and its positions
+        against ``prompt_length + generated_length + 4``."""
+        t5_dim, gpt_dim = cls.dims_of(config)
+        t5, gpt = folder_config(folder, "text_encoder_2"), folder_config(folder, "language_model")
+        problems = []
+        if t5 and t5.get("model_type") not in (None, "t5"):
+            problems.append(f"text_encoder_2 is {t5.get('model_type')!r}; only T5 is supported")
+        if isinstance(t5.get("d_model"), int) and t5["d_model"] != t5_dim:
+            problems.append(f"prompt_dim (text_encoder_2 d_model) is {t5['d_model']}, configured {t5_dim}")
+        width = gpt.get("n_embd", gpt.get("hidden_size"))
+        if isinstance(width, int) and width != gpt_dim:
+            problems.append(f"generated_dim (language_model hidden size) is {width}, configured {gpt_dim}")
+        positions = gpt.get("n_positions", gpt.get("max_position_embeddings"))
+        longest = config.prompt_length + cls.PROJECTION_EXTRA + config.generated_length - 1
+        if isinstance(positions, int) and longest > positions:
+            problems.append(f"prompt_length + generated_length + 4 = {longest} exceeds the language model's {positions} positions")
+        return problems
 
     def _check_pipeline(self) -> None:
         pipe, config = self.pipe, self.config

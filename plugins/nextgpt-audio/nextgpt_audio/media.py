@@ -1,12 +1,16 @@
 """Audio media for nextgpt: the in-memory type :class:`Audio`, :class:`AudioIO` and :func:`resample`.
 
 Reading: WAV / FLAC / OGG through soundfile (libsndfile), MP3 and anything else FFmpeg decodes through PyAV.
-Writing: WAV, 32-bit float (lossless for ``Audio``'s float32 samples), or FLAC 16-bit for a ``.flac`` path.
+Writing: WAV, 16-bit PCM by default (or 32-bit float when asked: ``AudioIO(wav_subtype="FLOAT")`` or
+``NEXTGPT_WAV_SUBTYPE=FLOAT``), or FLAC 16-bit for a ``.flac`` path. Every file written is a function of the samples
+alone: the same samples give the same bytes (libsndfile's float WAV carries a PEAK chunk with the wall-clock time;
+this module writes float WAV itself, without it).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +19,19 @@ from typing import Any
 import numpy as np
 
 from nextgpt_core.errors import MediaError
-from nextgpt_core.interfaces import MediaIO
+from nextgpt_core.interfaces import MediaExtent, MediaIO
 
-__all__ = ["Audio", "AudioIO", "MAX_SECONDS", "resample", "resample_waveform"]
+__all__ = ["Audio", "AudioIO", "MAX_SECONDS", "WAV_SUBTYPES", "resample", "resample_waveform"]
 
 #: Longest audio :meth:`AudioIO.read` accepts, in seconds.
 MAX_SECONDS = 30 * 60
 #: Suffixes read with soundfile; every other suffix (``.mp3``, ``.m4a``, ...) is decoded with PyAV.
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+#: WAV sample formats :meth:`AudioIO.write` offers: ``PCM_16`` (the default; every WAV reader, Python's ``wave``
+#: included, opens it) and ``FLOAT`` (32-bit IEEE float, lossless for ``Audio``'s float32 samples).
+WAV_SUBTYPES = ("PCM_16", "FLOAT")
+#: Environment variable that chooses the WAV subtype when the caller does not (``PCM_16`` or ``FLOAT``).
+WAV_SUBTYPE_ENV = "NEXTGPT_WAV_SUBTYPE"
 
 
 @dataclass(eq=False)
@@ -135,21 +144,56 @@ def _read_pyav(path: Path) -> Audio:
     return Audio(samples=np.ascontiguousarray(samples), sample_rate=rate)
 
 
+def _wav_subtype(value: str | None) -> str:
+    """The WAV subtype asked for (argument, else ``NEXTGPT_WAV_SUBTYPE``, else ``PCM_16``), checked."""
+    chosen = value if value is not None else os.environ.get(WAV_SUBTYPE_ENV, "") or "PCM_16"
+    if chosen.upper() not in WAV_SUBTYPES:
+        where = "wav_subtype" if value is not None else WAV_SUBTYPE_ENV
+        raise MediaError(f"{where}={chosen!r}: the audio plugin writes WAV as {' or '.join(WAV_SUBTYPES)}")
+    return chosen.upper()
+
+
+def _to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """float32 ``(n, ch)`` in [-1, 1] -> int16, ``round(x * 32768)`` clipped (the inverse of reading ``int / 32768``;
+    libsndfile's own float -> int conversion scales by 32767 and wraps around out-of-range values)."""
+    x = np.nan_to_num(samples.astype(np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype("<i2")
+
+
+def _float_wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """A 32-bit IEEE-float WAV (``fmt`` format 3, a ``fact`` chunk, ``data``), as libsndfile writes it but without
+    the ``PEAK`` chunk, whose timestamp made two writes of the same samples differ."""
+    n, channels = samples.shape
+    data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, channels, rate, rate * channels * 4, channels * 4, 32)
+    fact = struct.pack("<I", n)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<I", len(fact)) + fact
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 class AudioIO(MediaIO):
-    """Reads WAV / FLAC (soundfile) and MP3 etc. (PyAV) into ``Audio``; writes float WAV (or 16-bit FLAC).
+    """Reads WAV / FLAC (soundfile) and MP3 etc. (PyAV) into ``Audio``; writes WAV (16-bit PCM unless
+    ``wav_subtype`` or the ``NEXTGPT_WAV_SUBTYPE`` environment variable asks for ``FLOAT``) or 16-bit FLAC.
 
     ``read`` returns ``Audio(samples float32 (n,) mono or (n, ch), sample_rate)``; 16-bit files give ``int / 32768``
     (what ``torchaudio.load``, ImageBind's loader, returns). It raises one ``MediaError`` naming the file when the
     file is missing, empty, unreadable, truncated (a WAV whose data chunk overruns the file, or fewer frames than
     the header declares), or longer than :data:`MAX_SECONDS`. MP3 has no length header, so a truncated MP3 reads
     as a shorter sound.
+
+    Writing is deterministic: the same samples give the same bytes (no timestamp in any chunk).
     """
+
+    def __init__(self, wav_subtype: str | None = None) -> None:
+        """``wav_subtype``: one of :data:`WAV_SUBTYPES`; ``None`` reads ``NEXTGPT_WAV_SUBTYPE`` (default ``PCM_16``)."""
+        self.wav_subtype = _wav_subtype(wav_subtype)
 
     def read(self, path: Path) -> Audio:
         """Decode ``path`` -> ``Audio``."""
         path = Path(path)
         if not path.is_file():
-            raise MediaError(f"audio file not found: {str(path)!r}")
+            raise MediaError(f"audio file not found: {str(path)!r}" if not path.is_dir() else f"{str(path)!r} is a folder, not an audio file")
         if path.stat().st_size == 0:
             raise MediaError(f"{str(path)!r} is empty (0 bytes)")
         try:
@@ -167,17 +211,52 @@ class AudioIO(MediaIO):
         return audio
 
     def write(self, media: Audio, path: Path) -> Path:
-        """Write ``media`` to ``path``: 32-bit float WAV (lossless), or 16-bit FLAC if ``path`` ends in ``.flac``."""
+        """Write ``media`` to ``path``: WAV in :attr:`wav_subtype` (16-bit PCM by default: samples rounded to
+        ``int(x * 32768)``, clipped to [-32768, 32767], so :meth:`read` gives them back within 1/65536), or 16-bit
+        FLAC if ``path`` ends in ``.flac``. The bytes depend on the samples and the rate only."""
         import soundfile as sf
 
         samples, rate = _check_audio(media)
         path = Path(path)
-        data = samples[:, 0] if samples.shape[1] == 1 else samples
         if path.suffix.lower() == ".flac":
-            sf.write(str(path), np.clip(data, -1.0, 1.0), rate, format="FLAC", subtype="PCM_16")
+            data = _to_pcm16(samples)
+            sf.write(str(path), data[:, 0] if data.shape[1] == 1 else data, rate, format="FLAC", subtype="PCM_16")
+        elif self.wav_subtype == "FLOAT":
+            path.write_bytes(_float_wav_bytes(samples, rate))
         else:
-            sf.write(str(path), data, rate, format="WAV", subtype="FLOAT")
+            data = _to_pcm16(samples)
+            sf.write(str(path), data[:, 0] if data.shape[1] == 1 else data, rate, format="WAV", subtype="PCM_16")
         return path
+
+    def probe(self, path: Path) -> MediaExtent:
+        """Duration and decoded size (float32 samples) from the header (soundfile) or the container (PyAV)."""
+        path = Path(path)
+        if not path.is_file() or path.stat().st_size == 0:
+            self.read(path)  # the same one-line error as reading
+        try:
+            if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+                import soundfile as sf
+
+                info = sf.info(str(path))
+                seconds = info.frames / info.samplerate if info.samplerate > 0 else None
+                return MediaExtent(seconds=seconds, decoded_bytes=int(info.frames) * int(info.channels) * 4)
+            import av
+
+            with av.open(str(path), mode="r") as container:
+                if not container.streams.audio:
+                    raise MediaError(f"{str(path)!r} has no audio stream")
+                stream = container.streams.audio[0]
+                seconds = (float(stream.duration * stream.time_base) if stream.duration is not None and stream.time_base
+                           else container.duration / 1_000_000 if container.duration is not None else None)
+                rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+                channels = stream.codec_context.channels or 1
+                decoded = int(seconds * rate) * channels * 4 if seconds is not None and rate else None
+                return MediaExtent(seconds=seconds, decoded_bytes=decoded)
+        except MediaError:
+            raise
+        except Exception as exc:  # soundfile.LibsndfileError, av.error.*
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise MediaError(f"{str(path)!r} is not a readable audio file ({msg})") from None
 
     def to_bytes(self, media: Audio) -> bytes:
         """Canonical form: ``b"AUDIO <n>x<ch> sr=<rate>\\n"`` + float32 little-endian ``(n, ch)`` samples.

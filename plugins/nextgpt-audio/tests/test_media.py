@@ -18,15 +18,73 @@ from nextgpt_core.testing.mixins import MediaIOTesterMixin
 
 
 class TestAudioIOConformance(MediaIOTesterMixin):
+    """The default writer (16-bit PCM WAV): samples on the 16-bit grid come back exactly."""
+
     io_class = AudioIO
     suffix = ".wav"
 
     def get_dummy_media(self) -> Audio:
-        return AudioIO().example()
+        x = AudioIO().example().samples
+        return Audio(samples=(np.round(x * 32768) / 32768 + 0.0).astype(np.float32), sample_rate=16000)  # no -0.0
 
     def assert_media_equal(self, a: Audio, b: Audio) -> None:
         assert a.sample_rate == b.sample_rate
         np.testing.assert_array_equal(a.samples, b.samples)
+
+
+class TestFloatWavConformance(TestAudioIOConformance):
+    """``wav_subtype="FLOAT"``: any float32 samples come back exactly."""
+
+    io_class = staticmethod(lambda: AudioIO(wav_subtype="FLOAT"))  # type: ignore[assignment]
+
+    def get_dummy_media(self) -> Audio:
+        return AudioIO().example()
+
+
+def _chunks(data: bytes) -> list[bytes]:
+    """The chunk ids of a RIFF/WAVE file, in order."""
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    ids, offset = [], 12
+    while offset + 8 <= len(data):
+        chunk_id, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        ids.append(chunk_id)
+        offset += 8 + size + (size & 1)
+    return ids
+
+
+@pytest.mark.parametrize("subtype,chunks", [("PCM_16", [b"fmt ", b"data"]), ("FLOAT", [b"fmt ", b"fact", b"data"])])
+def test_same_samples_same_bytes_and_no_clock(tmp_path: Path, subtype: str, chunks: list[bytes]) -> None:
+    """Two writes of the same samples are byte-identical: no chunk carries a time (libsndfile's float WAV wrote a
+    PEAK chunk with the wall-clock time, so same-seed replies differed byte-wise)."""
+    io = AudioIO(wav_subtype=subtype)
+    a = io.write(io.example(), tmp_path / "a.wav").read_bytes()
+    b = io.write(io.example(), tmp_path / "b.wav").read_bytes()
+    assert a == b
+    assert _chunks(a) == chunks, "a chunk beyond fmt/fact/data (PEAK carries a timestamp) is back"
+
+
+def test_default_wav_opens_with_pythons_wave_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wave
+
+    monkeypatch.delenv("NEXTGPT_WAV_SUBTYPE", raising=False)
+    x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5], dtype=np.float32)
+    path = AudioIO().write(Audio(x, 8000), tmp_path / "t.wav")
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, 8000, 7)
+        ints = np.frombuffer(w.readframes(7), dtype="<i2")
+    np.testing.assert_array_equal(ints, [0, 16384, -16384, 32767, -32768, 32767, -32768])  # clipped, not wrapped
+    np.testing.assert_array_equal(AudioIO().read(path).samples, ints / 32768)
+
+
+def test_float_wav_on_request_and_bad_subtype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXTGPT_WAV_SUBTYPE", "float")
+    x = AudioIO().example()
+    path = AudioIO().write(x, tmp_path / "f.wav")
+    assert sf.info(str(path)).subtype == "FLOAT"
+    np.testing.assert_array_equal(AudioIO().read(path).samples, x.samples)
+    monkeypatch.setenv("NEXTGPT_WAV_SUBTYPE", "PCM_8")
+    with pytest.raises(MediaError, match="NEXTGPT_WAV_SUBTYPE='PCM_8'.*PCM_16 or FLOAT"):
+        AudioIO()
 
 
 def test_example_is_a_one_second_tone() -> None:
@@ -72,7 +130,9 @@ def test_stereo_and_flac(tmp_path: Path) -> None:
     io = AudioIO()
     back = io.read(io.write(Audio(x, 8000), tmp_path / "s.wav"))
     assert back.samples.shape == (800, 2)
-    np.testing.assert_array_equal(back.samples, x)
+    assert np.abs(back.samples - x).max() <= 1 / 65536
+    exact = AudioIO(wav_subtype="FLOAT")
+    np.testing.assert_array_equal(exact.read(exact.write(Audio(x, 8000), tmp_path / "f.wav")).samples, x)
     flac = io.read(io.write(Audio(x, 8000), tmp_path / "s.flac"))
     assert flac.samples.shape == (800, 2) and np.abs(flac.samples - x).max() < 1 / 32768 + 1e-7
 

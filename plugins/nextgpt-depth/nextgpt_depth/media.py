@@ -64,7 +64,7 @@ class DepthIO(MediaIO):
         path = Path(path)
         name = str(path)
         if not path.is_file():
-            raise MediaError(f"depth file not found: {name!r}")
+            raise MediaError(f"depth file not found: {name!r}" if not path.is_dir() else f"{name!r} is a folder, not a depth file")
         if path.stat().st_size == 0:
             raise MediaError(f"{name!r} is empty (0 bytes)")
         try:

@@ -9,12 +9,15 @@ import numpy as np
 from PIL import Image
 
 from nextgpt_core.errors import MediaError
-from nextgpt_core.interfaces import MediaIO
+from nextgpt_core.interfaces import MediaExtent, MediaIO
 
 __all__ = ["ImageIO", "MAX_PIXELS", "READ_FORMATS"]
 
 #: Largest image accepted by :meth:`ImageIO.read` (width x height); larger files raise ``MediaError``.
 MAX_PIXELS = 40_000_000
+#: PIL modes of single-channel images wider than 8 bits (16-bit PNG depth maps, 32-bit TIFF): refused, not flattened.
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
 #: Container formats :meth:`ImageIO.read` accepts (as PIL names them).
 READ_FORMATS = ("PNG", "JPEG", "WEBP")
 
@@ -41,11 +44,17 @@ class ImageIO(MediaIO):
         """Decode ``path`` -> RGB ``PIL.Image.Image`` of size ``(W, H)``."""
         path = Path(path)
         if not path.is_file():
-            raise MediaError(f"image file not found: {str(path)!r}")
+            raise MediaError(f"image file not found: {str(path)!r}" if not path.is_dir() else f"{str(path)!r} is a folder, not an image file")
         try:
             with Image.open(path) as img:
                 if img.format not in READ_FORMATS:
                     raise MediaError(f"{str(path)!r} is a {img.format} image; expected one of {', '.join(READ_FORMATS)}")
+                if img.mode in WIDE_MODES:
+                    raise MediaError(
+                        f"{str(path)!r} is a {WIDE_MODES[img.mode]} single-channel image (mode {img.mode}), which "
+                        "reading as RGB would cut to 8 bits; a depth or other map goes to the modality that reads it "
+                        "(e.g. depth=PATH), a picture should be saved as 8-bit"
+                    )
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise MediaError(f"{str(path)!r} is {w}x{h} pixels; images are limited to {MAX_PIXELS} pixels")
@@ -56,6 +65,18 @@ class ImageIO(MediaIO):
         except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError...
             raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from None
         return rgb
+
+    def probe(self, path: Path) -> MediaExtent:
+        """Size from the image header (PIL opens lazily: no pixel decoded); decoded size as RGB."""
+        path = Path(path)
+        if not path.is_file():
+            self.read(path)  # the same one-line error as reading
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except Exception as exc:  # UnidentifiedImageError, OSError, DecompressionBombError
+            raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        return MediaExtent(pixels=w * h, decoded_bytes=w * h * 3)
 
     def write(self, media: Any, path: Path) -> Path:
         """Encode ``media`` (PIL image or uint8 ``(H, W, 3)`` array) at ``path``: a lossless RGB PNG, or JPEG
