@@ -587,6 +587,7 @@ def build_toy_world(
         if failures:
             raise ConfigError("; ".join(failures))
         manifest = _write_manifest(out, settings, keys, facts, time.perf_counter() - started, partial=only_phases is not None)
+        _follow_umask(out)
         check_output_folder(target, TOY_WORLD, overwrite=overwrite, inputs=reuse, option="--out")
         swap_in(out, target)
     except BaseException as exc:
@@ -595,6 +596,15 @@ def build_toy_world(
             raise ConfigError(f"{exc} (the unfinished world with its logs: {failed})".replace(str(out), str(failed))) from None
         raise
     return manifest
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give every file the mode a new file gets under the umask (safetensors writes its files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
 
 
 def _keep_failed(folder: Path, target: Path) -> Path:
