@@ -179,10 +179,6 @@ def _sources(*modules: Any) -> dict[str, str]:
     return {m.__name__: inspect.getsource(m) for m in modules}
 
 
-def _parts_sources(ctx: _Context) -> dict[str, str]:
-    return _sources(*[sys.modules[type(p).__module__] for p in ctx.world().parts.values()])
-
-
 def _fingerprint(inputs: dict[str, Any]) -> str:
     """16 hex chars of SHA-256 over a phase's inputs (sources, settings, seed) and the library versions: two runs
     with the same fingerprint compute the same result."""
@@ -200,17 +196,44 @@ def _decoder_inputs(key: str, ctx: _Context) -> dict[str, Any]:
             "seed": ctx.settings.seed}
 
 
+def _world_digest(ctx: _Context) -> dict[str, str]:
+    """What the encoders and the LLM learn from, per part, as data rather than source code (so editing a part's
+    decoder recipe does not invalidate them): its combinations, captions and held-out marks, every phrasing, its
+    encoder recipe, and the bytes of a few seeded renderings."""
+    import hashlib
+
+    import numpy as np
+
+    out = {}
+    for key, part in ctx.world().parts.items():
+        h = hashlib.sha256()
+        combos = part.combinations()
+        payload = {
+            "combinations": [[sorted(c.items()), part.caption(c), part.held_out(c)] for c in combos],
+            "phrasings": [list(getattr(part, name)) for name in ("generate_requests", "describe_requests",
+                                                                 "describe_answers", "generate_answers", "convert_requests")],
+            "edits": {k: list(v) for k, v in part.edit_requests.items()},
+            "noun": part.noun, "can_generate": part.can_generate,
+            "encoder": repr(part.encoder_recipe(ctx.settings.scale)),
+        }
+        h.update(json.dumps(payload, sort_keys=True).encode("utf-8"))
+        for i, c in enumerate(combos[:: max(1, len(combos) // 5)]):
+            h.update(np.ascontiguousarray(np.asarray(part.render(c, np.random.default_rng(i)))).tobytes())
+        out[key] = h.hexdigest()
+    return out
+
+
 def _encoder_inputs(ctx: _Context) -> dict[str, Any]:
     from . import encoders, world
 
-    return {"parts": _parts_sources(ctx), "source": _sources(encoders, world), "scale": ctx.settings.scale,
+    return {"world": _world_digest(ctx), "source": _sources(encoders, world), "scale": ctx.settings.scale,
             "settings": asdict(ctx.settings.encoders), "seed": ctx.settings.seed}
 
 
 def _language_inputs(ctx: _Context) -> dict[str, Any]:
     from . import dialogues, language, world
 
-    return {"parts": _parts_sources(ctx), "source": _sources(dialogues, language, world),
+    return {"world": _world_digest(ctx), "source": _sources(dialogues, language, world),
             "settings": asdict(ctx.settings.language), "seed": ctx.settings.seed}
 
 
