@@ -39,6 +39,7 @@ from .errors import NextGPTError
 __all__ = [
     "CHECKPOINT",
     "COMPONENT",
+    "GALLERY_INDEX",
     "KINDS",
     "MARKER",
     "REPLIES",
@@ -145,6 +146,8 @@ CHECKPOINT = _manifest_kind("nextgpt checkpoint", "nextgpt-checkpoint", "manifes
 TARGET_CACHE = _manifest_kind("nextgpt target cache", "nextgpt-target-cache", "manifest.json", _target_cache_owned)
 TINY_WORLD = _manifest_kind("tiny-world weights", "nextgpt-tiny-world", "manifest.json",
                             lambda folder, rel, m: rel == "llm.safetensors")
+GALLERY_INDEX = _manifest_kind("nextgpt gallery index", "nextgpt-gallery-index", "manifest.json",
+                               lambda folder, rel, m: rel == "embeddings.safetensors")
 COMPONENT = FolderKind(
     name="saved nextgpt component",
     recognise=_component_recognise,
@@ -193,7 +196,7 @@ REPLIES = FolderKind(name="nextgpt output folder", recognise=lambda f: (_marker(
 #: A training run's ``--out``: ``trainable.json``, the metrics, ``step-<k>/`` checkpoints.
 TRAIN_RUN = FolderKind(name="nextgpt training run", recognise=_train_run_recognise, owned=_train_run_owned,
                        resume_hint="--resume to continue it")
-KINDS: tuple[FolderKind, ...] = (CHECKPOINT, TARGET_CACHE, TRAIN_RUN, REPLIES, COMPONENT, TINY_WORLD)
+KINDS: tuple[FolderKind, ...] = (CHECKPOINT, TARGET_CACHE, TRAIN_RUN, REPLIES, COMPONENT, TINY_WORLD, GALLERY_INDEX)
 
 
 def write_marker(folder: Path, kind: str, files: Iterable[str] = (), **extra: object) -> None:
