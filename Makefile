@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml registry/pyproject.toml constraints.txt $(PLU
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e registry -e '.[test,serve,official,train]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e registry -e '.[test,serve,official,train,ann]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,6 +44,7 @@ benchmarks: test-plugins
 	$(BIN)/python benchmarks/training_targets.py
 	$(BIN)/python benchmarks/training_memory.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/retrieval.py
 
 clean:
 	rm -rf $(VENV) build outputs .pytest_cache

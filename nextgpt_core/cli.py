@@ -212,8 +212,14 @@ def _print_response(response: Any, paths: list[Path]) -> None:
         typer.echo(f"note: {notice}", err=True)
     typer.echo(f"reply: {response.text}")
     typer.echo(f"seed: {response.seed}")
+    made = {p.path: p for p in response.media if p.path is not None}
     for path in paths:
-        typer.echo(f"wrote {path}")
+        part = made.get(path)
+        details = (part.details or {}) if part is not None else {}
+        source = f" ({part.produced_by}" if part is not None and part.produced_by else ""
+        if source and "gallery_item" in details:
+            source += f": gallery item {details['gallery_item']}, score {details['score']:.3f}"
+        typer.echo(f"wrote {path}{source + ')' if source else ''}")
 
 
 @app.command()
@@ -228,6 +234,7 @@ def generate(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the reply text and generated media."),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
+    decoder: list[str] = typer.Option([], "--decoder", "-d", help="MODALITY=DECODER: a decoder that turns the modality's runs into media (repeatable; e.g. image=image/retrieval; default: the composition's decode_with)."),
 ) -> None:
     """Answer one request: text and media in, text and media out (written to --out, a new or empty folder, or an
     earlier reply folder with --overwrite)."""
@@ -243,8 +250,14 @@ def generate(
     conversation = Conversation.from_prompt(prompt, media)
     from .model import NextGPT
 
+    chosen: dict[str, list[str]] = {}
+    for value in decoder:
+        key, sep, ident = value.partition("=")
+        if not sep or not key or not ident:
+            raise UsageProblem(f"--decoder {value!r}: write MODALITY=DECODER, e.g. image=image/retrieval")
+        chosen.setdefault(key, []).append(ident)
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
-    response = model.generate(conversation, want=want, seed=seed, max_new_tokens=max_new_tokens)
+    response = model.generate(conversation, want=want, seed=seed, max_new_tokens=max_new_tokens, decoders=chosen or None)
     _print_response(response, response.save(out, model.registry, overwrite=overwrite))
 
 
@@ -483,6 +496,12 @@ _register_toy(app, _guard)
 from .eval.cli import register as _register_eval  # noqa: E402  (typer only: no torch at import)
 
 _register_eval(app, _guard)
+
+
+# ---------------------------------------------------------------------------------------------- retrieval (nextgpt_core/retrieval)
+from .retrieval.cli import register as _register_index  # noqa: E402  (typer only: no torch at import)
+
+_register_index(app, _guard)
 
 
 def main() -> None:

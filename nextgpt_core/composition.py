@@ -28,6 +28,8 @@ __all__ = [
     "ComponentSettings",
     "ResolvedComposition",
     "ResolvedModality",
+    "ResolvedRoute",
+    "DecoderRouteSettings",
     "builtin_compositions",
     "load_composition",
     "path_settings",
@@ -232,8 +234,38 @@ class LoRASettings(_Strict):
         return value
 
 
+def _one_output_projector(data: Any) -> Any:
+    if isinstance(data, dict) and "output_projector" in data:
+        data = dict(data)
+        if "output_projectors" in data:
+            raise ValueError("give `output_projector` or `output_projectors`, not both")
+        data["output_projectors"] = [data.pop("output_projector")]
+    return data
+
+
+class DecoderRouteSettings(_Strict):
+    """A further decoder of an output modality, beside its ``decoder`` (e.g. retrieval beside generation): the
+    same signal tokens' hidden states, its own output projectors (one per conditioning input; the input names of a
+    modality's decoders must differ) and its own default ``decode_options``."""
+
+    decoder: Choice
+    output_projectors: tuple[Choice, ...] = ()
+    decode_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_output_projector(cls, data: Any) -> Any:
+        return _one_output_projector(data)
+
+
 class ComponentSettings(_Strict):
-    """One modality's part of a composition; unset fields come from the plugin's preset."""
+    """One modality's part of a composition; unset fields come from the plugin's preset.
+
+    ``extra_decoders`` adds decoders beside ``decoder`` (each with its own output projectors); ``decode_with`` is
+    which of the modality's decoders (by component id) turn each signal run into media by default, in order: one
+    media part each, the reply saying which decoder made it (default: ``decoder`` alone). A request may choose
+    others (``generate(..., decoders={key: [...]})``, ``--decoder KEY=ID``).
+    """
 
     preset: str | None = None
     encoder: Choice | None = None
@@ -246,16 +278,13 @@ class ComponentSettings(_Strict):
     decode_options: dict[str, Any] = Field(default_factory=dict)
     item_merge: Literal["separate", "sum"] = "separate"
     max_per_reply: int = Field(default=1, ge=0)
+    extra_decoders: tuple[DecoderRouteSettings, ...] = ()
+    decode_with: tuple[str, ...] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _single_output_projector(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "output_projector" in data:
-            data = dict(data)
-            if "output_projectors" in data:
-                raise ValueError("give `output_projector` or `output_projectors`, not both")
-            data["output_projectors"] = [data.pop("output_projector")]
-        return data
+        return _one_output_projector(data)
 
 
 class Composition(_Strict):
@@ -459,8 +488,21 @@ class ResolvedComponent:
 
 
 @dataclass(frozen=True)
+class ResolvedRoute:
+    """One decoder of an output modality with the output projectors that fill its inputs and its default options."""
+
+    decoder: ResolvedComponent
+    output_projectors: tuple[ResolvedComponent, ...]
+    decode_options: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ResolvedModality:
-    """One modality, ready to build: spec, tokens, components and defaults."""
+    """One modality, ready to build: spec, tokens, components and defaults.
+
+    ``decoder`` / ``output_projectors`` / ``decode_options`` are its first decoder's; ``extra_decoders`` the others;
+    ``decode_with`` the decoder ids that decode each run by default (:attr:`routes` has them all by id).
+    """
 
     key: str
     spec: ModalitySpec
@@ -473,6 +515,16 @@ class ResolvedModality:
     decode_options: dict[str, Any]
     item_merge: str
     max_per_reply: int
+    extra_decoders: tuple[ResolvedRoute, ...] = ()
+    decode_with: tuple[str, ...] = ()
+
+    @property
+    def routes(self) -> dict[str, ResolvedRoute]:
+        """Every decoder of the modality by component id, the first one first (empty for an input-only one)."""
+        if self.decoder is None:
+            return {}
+        first = ResolvedRoute(self.decoder, self.output_projectors, self.decode_options)
+        return {first.decoder.id: first, **{r.decoder.id: r for r in self.extra_decoders}}
 
     @property
     def can_read(self) -> bool:
@@ -515,6 +567,12 @@ class ResolvedComposition:
                     "decode_options": m.decode_options,
                     "item_merge": m.item_merge,
                     "max_per_reply": m.max_per_reply,
+                    "extra_decoders": [
+                        {"decoder": comp(r.decoder), "output_projectors": [comp(c) for c in r.output_projectors],
+                         "decode_options": r.decode_options}
+                        for r in m.extra_decoders
+                    ],
+                    "decode_with": list(m.decode_with),
                 }
                 for key, m in self.modalities.items()
             },
@@ -662,6 +720,13 @@ def _resolve_modality(
     enc_choice, inproj_choice, dec_choice = pick("encoder"), pick("input_projector"), pick("decoder")
     out_choices = s.output_projectors if s.output_projectors is not None else (preset.output_projectors if preset else ())
     decode_options = {**(preset.decode_options if preset else {}), **s.decode_options}
+    if preset is not None and preset.decoder is not None and dec_choice is not None and dec_choice.id != preset.decoder.id:
+        # the preset's options are its own decoder's: a swapped decoder keeps those its options class also takes
+        try:
+            known = set(resolve_target(registry.component(dec_choice.id, role="decoder").target).options_class.model_fields)
+        except (RegistryError, AttributeError):
+            known = set()
+        decode_options = {**{k: v for k, v in preset.decode_options.items() if k in known}, **s.decode_options}
     n_signal = s.num_signal_tokens or (preset.num_signal_tokens if preset else None) or spec.num_signal_tokens
     fmt = s.signal_token_format or spec.signal_token_format
     if s.signal_token_format is not None and "{i}" not in s.signal_token_format:
@@ -683,50 +748,40 @@ def _resolve_modality(
         input_projector = _fit_input_projector(registry, inproj_choice, key, where, encoder, enc_dim, hidden)
 
     decoder = _component(registry, dec_choice, "decoder", key, where)
-    output_projectors: list[ResolvedComponent] = []
+    output_projectors: tuple[ResolvedComponent, ...] = ()
     signal_tokens: tuple[str, ...] = ()
+    extra: list[ResolvedRoute] = []
+    decode_with: tuple[str, ...] = ()
     if decoder is not None:
         if fmt is None:
             raise CompositionError(f"{where}: has a decoder but the modality defines no signal tokens")
         signal_tokens = tuple(fmt.format(i=i) for i in range(n_signal))
-        dec_class = _class(decoder, where)
-        dec_config = _config(dec_class, decoder.options, where, "decoder")
-        inputs = {c.name: c for c in dec_class.conditioning_inputs_of(dec_config)}
-        _check_local_files(dec_class, dec_config, where, require=False)  # an existing folder that does not fit
-        try:
-            dec_class.options_class.model_validate(decode_options)
-        except ValidationError as exc:
-            raise CompositionError(f"{where}: decode_options: {_problems(exc)}") from None
-        if not out_choices:
-            raise CompositionError(f"{where}: has a decoder but no `output_projectors`")
-        if len(out_choices) == 1 and out_choices[0].fills is None and len(inputs) > 1:
-            # one projector choice for a decoder with several inputs: one projector of that kind per input, so a
-            # decoder swap (AudioLDM -> AudioLDM2) stays a one-line change
-            out_choices = tuple(out_choices[0].model_copy(update={"fills": name}) for name in inputs)
-        filled: dict[str, str] = {}
-        for choice in out_choices:
-            target_name = choice.fills or (next(iter(inputs)) if len(inputs) == 1 else None)
-            if target_name is None:
-                raise CompositionError(
-                    f"{where}: decoder {decoder.id!r} takes several conditioning inputs ({', '.join(inputs)}); "
-                    f"say which one output projector {choice.id!r} `fills`"
-                )
-            if target_name not in inputs:
-                raise CompositionError(
-                    f"{where}: output projector {choice.id!r} fills {target_name!r}, which decoder {decoder.id!r} "
-                    f"does not take; it takes {', '.join(inputs)}"
-                )
-            if target_name in filled:
-                raise CompositionError(f"{where}: {target_name!r} is filled twice ({filled[target_name]}, {choice.id})")
-            filled[target_name] = choice.id
-            output_projectors.append(
-                _fit_output_projector(registry, choice, key, where, inputs[target_name], decoder, hidden, n_signal)
-            )
-        unfilled = [n for n in inputs if n not in filled]
-        if unfilled:
-            raise CompositionError(f"{where}: decoder {decoder.id!r} input(s) {', '.join(unfilled)} filled by no output projector")
+        first = _resolve_route(registry, key, where, decoder, out_choices, decode_options, hidden, n_signal)
+        output_projectors = first.output_projectors
+        taken = {p.fills: decoder.id for p in output_projectors}
+        for route in s.extra_decoders:
+            dec = _component(registry, route.decoder, "decoder", key, where)
+            assert dec is not None
+            if dec.id in {decoder.id, *(r.decoder.id for r in extra)}:
+                raise CompositionError(f"{where}: decoder {dec.id!r} is listed twice")
+            resolved_route = _resolve_route(registry, key, where, dec, route.output_projectors, dict(route.decode_options),
+                                            hidden, n_signal)
+            for p in resolved_route.output_projectors:
+                if p.fills in taken:
+                    raise CompositionError(f"{where}: decoders {taken[p.fills]!r} and {dec.id!r} both take {p.fills!r}; "
+                                           "a modality's decoders need distinct conditioning input names")
+                taken[p.fills] = dec.id  # type: ignore[index]
+            extra.append(resolved_route)
+        ids = [decoder.id, *(r.decoder.id for r in extra)]
+        decode_with = tuple(s.decode_with) if s.decode_with is not None else (decoder.id,)
+        unknown = [d for d in decode_with if d not in ids]
+        if unknown or not decode_with or len(set(decode_with)) != len(decode_with):
+            raise CompositionError(f"{where}: decode_with {list(decode_with)} must name distinct decoders of the modality: "
+                                   f"{', '.join(ids)}")
     elif out_choices:
         raise CompositionError(f"{where}: output projectors given but no decoder")
+    elif s.extra_decoders or s.decode_with is not None:
+        raise CompositionError(f"{where}: extra_decoders / decode_with need a `decoder` first")
 
     return ResolvedModality(
         key=key,
@@ -740,7 +795,63 @@ def _resolve_modality(
         decode_options=decode_options,
         item_merge=s.item_merge,
         max_per_reply=s.max_per_reply,
+        extra_decoders=tuple(extra),
+        decode_with=decode_with,
     )
+
+
+def _resolve_route(
+    registry: Registry,
+    key: str,
+    where: str,
+    decoder: ResolvedComponent,
+    out_choices: tuple[ComponentChoice, ...],
+    decode_options: dict[str, Any],
+    hidden: int,
+    n_signal: int,
+) -> ResolvedRoute:
+    """One decoder with its output projectors (dimensions filled, each input filled once) and options checked."""
+    dec_class = _class(decoder, where)
+    dec_config = _config(dec_class, decoder.options, where, "decoder")
+    try:
+        inputs = {c.name: c for c in dec_class.conditioning_inputs_of(dec_config)}
+    except ConfigError as exc:
+        raise CompositionError(f"{where}: decoder {decoder.id!r}: {exc}") from None
+    _check_local_files(dec_class, dec_config, where, require=False)  # an existing folder that does not fit
+    try:
+        dec_class.options_class.model_validate(decode_options)
+    except ValidationError as exc:
+        raise CompositionError(f"{where}: decode_options: {_problems(exc)}") from None
+    if not out_choices:
+        raise CompositionError(f"{where}: decoder {decoder.id!r} has no `output_projectors`")
+    if len(out_choices) == 1 and out_choices[0].fills is None and len(inputs) > 1:
+        # one projector choice for a decoder with several inputs: one projector of that kind per input, so a
+        # decoder swap (AudioLDM -> AudioLDM2) stays a one-line change
+        out_choices = tuple(out_choices[0].model_copy(update={"fills": name}) for name in inputs)
+    filled: dict[str, str] = {}
+    output_projectors: list[ResolvedComponent] = []
+    for choice in out_choices:
+        target_name = choice.fills or (next(iter(inputs)) if len(inputs) == 1 else None)
+        if target_name is None:
+            raise CompositionError(
+                f"{where}: decoder {decoder.id!r} takes several conditioning inputs ({', '.join(inputs)}); "
+                f"say which one output projector {choice.id!r} `fills`"
+            )
+        if target_name not in inputs:
+            raise CompositionError(
+                f"{where}: output projector {choice.id!r} fills {target_name!r}, which decoder {decoder.id!r} "
+                f"does not take; it takes {', '.join(inputs)}"
+            )
+        if target_name in filled:
+            raise CompositionError(f"{where}: {target_name!r} is filled twice ({filled[target_name]}, {choice.id})")
+        filled[target_name] = choice.id
+        output_projectors.append(
+            _fit_output_projector(registry, choice, key, where, inputs[target_name], decoder, hidden, n_signal)
+        )
+    unfilled = [n for n in inputs if n not in filled]
+    if unfilled:
+        raise CompositionError(f"{where}: decoder {decoder.id!r} input(s) {', '.join(unfilled)} filled by no output projector")
+    return ResolvedRoute(decoder, tuple(output_projectors), decode_options)
 
 
 def _check_local_files(dec_class: Any, config: Any, where: str, *, require: bool) -> None:
@@ -766,11 +877,10 @@ def check_local_weights(resolved: "ResolvedComposition") -> None:
     if comp.llm.path is not None:
         check_llm_folder(comp.llm.path)
     for key, modality in resolved.modalities.items():
-        if modality.decoder is None:
-            continue
         where = f"composition {comp.name!r}, modality {key!r}"
-        dec_class = _class(modality.decoder, where)
-        _check_local_files(dec_class, _config(dec_class, modality.decoder.options, where, "decoder"), where, require=True)
+        for route in modality.routes.values():
+            dec_class = _class(route.decoder, where)
+            _check_local_files(dec_class, _config(dec_class, route.decoder.options, where, "decoder"), where, require=True)
 
 
 def _component(registry: Registry, choice: ComponentChoice | None, role: str, key: str, where: str) -> ResolvedComponent | None:

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +37,18 @@ class Media:
 
     Build from a file with :meth:`from_path`; the modality is then taken from the suffix unless given (a depth
     map is also a PNG, so name it: ``Media.from_path("d.png", modality="depth")``).
+
+    A reply's media part also says which decoder made it (``produced_by``, a component id such as
+    ``"image/sd-1.5"`` or ``"image/retrieval"``) and what that decoder reported (``details``: a retrieval decoder
+    names the gallery item and its score).
     """
 
     modality: str | None
     data: Any = None
     path: Path | None = None
     _digest: str | None = field(default=None, repr=False)
+    produced_by: str | None = None
+    details: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         data = self.data
@@ -53,7 +60,8 @@ class Media:
             desc = f"<{type(data).__name__} size={data.size}>"
         else:
             desc = f"<{type(data).__name__}>"
-        return f"Media(modality={self.modality!r}, data={desc}, path={str(self.path) if self.path else None!r})"
+        made = f", produced_by={self.produced_by!r}" if self.produced_by else ""
+        return f"Media(modality={self.modality!r}, data={desc}, path={str(self.path) if self.path else None!r}{made})"
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], modality: str | None = None) -> "Media":
@@ -168,7 +176,8 @@ class Response:
 
     def save(self, directory: str | os.PathLike[str], registry: Any = None, *, overwrite: bool = True) -> list[Path]:
         """Write every media part with its modality's writer (``<modality>_<i><ext>``) and the text as
-        ``reply.txt`` into ``directory``, as a whole (written aside, then swapped in: a failure or a kill leaves no
+        ``reply.txt`` (and, when a decoder reported details, as retrieval does, ``sources.json``: which decoder made each
+        file and how) into ``directory``, as a whole (written aside, then swapped in: a failure or a kill leaves no
         half-written folder); returns the paths written, in reply order, and sets each media part's ``path``.
 
         ``directory`` must be absent, empty, or an earlier output folder of nextgpt (replaced when ``overwrite``)
@@ -193,6 +202,11 @@ class Response:
                 names.append(Path(written).relative_to(tmp).as_posix())
             (tmp / "reply.txt").write_text(self.text + "\n")
             names.append("reply.txt")
+            if any(p.details for p in self.media):  # a decoder reported how it made an item (retrieval): say for each
+                sources = [{"file": name, "modality": p.modality, "produced_by": p.produced_by, "details": p.details}
+                           for p, name in zip(self.media, names)]
+                (tmp / "sources.json").write_text(json.dumps(sources, indent=1, default=str) + "\n")
+                names.append("sources.json")
             write_marker(tmp, "replies", names)
         for part, name in zip(self.media, names):
             part.path = out / name

@@ -12,6 +12,7 @@ __all__ = [
     "ConversationError",
     "WeightsNotFoundError",
     "DatasetError",
+    "GalleryIndexError",
 ]
 
 
@@ -53,3 +54,7 @@ class DatasetError(NextGPTError, ValueError):
     def __init__(self, message: str, problem: object = None) -> None:
         super().__init__(message)
         self.problem = problem
+
+
+class GalleryIndexError(NextGPTError):
+    """A retrieval gallery index that is missing, malformed, or was built with another encoder than the one asked."""

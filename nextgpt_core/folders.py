@@ -40,6 +40,7 @@ __all__ = [
     "CHECKPOINT",
     "COMPONENT",
     "EVAL_RESULTS",
+    "GALLERY_INDEX",
     "KINDS",
     "MARKER",
     "REPLIES",
@@ -149,6 +150,8 @@ CHECKPOINT = _manifest_kind("nextgpt checkpoint", "nextgpt-checkpoint", "manifes
 TARGET_CACHE = _manifest_kind("nextgpt target cache", "nextgpt-target-cache", "manifest.json", _target_cache_owned)
 TINY_WORLD = _manifest_kind("tiny-world weights", "nextgpt-tiny-world", "manifest.json",
                             lambda folder, rel, m: rel == "llm.safetensors")
+GALLERY_INDEX = _manifest_kind("nextgpt gallery index", "nextgpt-gallery-index", "manifest.json",
+                               lambda folder, rel, m: rel == "embeddings.safetensors")
 COMPONENT = FolderKind(
     name="saved nextgpt component",
     recognise=_component_recognise,
@@ -209,7 +212,8 @@ TOY_WORLD = FolderKind(
 #: The results of ``nextgpt eval`` (its marker lists the files).
 EVAL_RESULTS = FolderKind(name="nextgpt evaluation", recognise=lambda f: (_marker(f) or {}).get("kind") == "eval",
                           owned=_replies_owned)
-KINDS: tuple[FolderKind, ...] = (CHECKPOINT, TARGET_CACHE, TRAIN_RUN, REPLIES, COMPONENT, TINY_WORLD, TOY_WORLD, EVAL_RESULTS)
+KINDS: tuple[FolderKind, ...] = (CHECKPOINT, TARGET_CACHE, TRAIN_RUN, REPLIES, COMPONENT, TINY_WORLD, GALLERY_INDEX,
+                                 TOY_WORLD, EVAL_RESULTS)
 
 
 def write_marker(folder: Path, kind: str, files: Iterable[str] = (), **extra: object) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "Component",
     "ComponentConfig",
     "ConditioningInput",
+    "DecodedItem",
     "Decoder",
     "DecodeOptions",
     "Encoder",
@@ -356,6 +357,22 @@ class ConditioningInput:
         return (self.length, self.dim)
 
 
+@dataclass(frozen=True, eq=False)
+class DecodedItem:
+    """A decoder's output item with facts about how it was made (a retrieval decoder: which gallery file, its
+    score). ``data`` is the modality's media object; the model puts ``details`` on the reply's ``Media`` part."""
+
+    data: Any
+    details: Mapping[str, Any]
+
+
+def unwrap_decoded(item: Any) -> tuple[Any, dict[str, Any] | None]:
+    """``(media, details)`` of a decoder's output item (``details`` is ``None`` for a plain media object)."""
+    if isinstance(item, DecodedItem):
+        return item.data, dict(item.details)
+    return item, None
+
+
 class DecodeOptions(BaseModel):
     """Base of a decoder's per-request options (steps, guidance, size, ...); unknown keys are rejected."""
 
@@ -374,6 +391,11 @@ class Decoder(Component, ABC):
     """
 
     options_class: ClassVar[type[DecodeOptions]] = DecodeOptions
+    #: ``True``: stage 2 trains this decoder's output projectors against the modality encoder's embedding of each
+    #: sample's target media (a retrieval decoder), not against :meth:`encode_text` of the caption
+    targets_from_media: ClassVar[bool] = False
+    #: ``False`` for a decoder that draws nothing at random (retrieval): the seed does not change its output
+    seeded: ClassVar[bool] = True
 
     def __init__(self, config: ComponentConfig) -> None:
         self.config = config
@@ -404,6 +426,12 @@ class Decoder(Component, ABC):
     def conditioning_inputs(self) -> tuple[ConditioningInput, ...]:
         """The named conditioning inputs, in declaration order."""
         return self.conditioning_inputs_of(self.config)
+
+    def attach_encoder(self, encoder: "Encoder | None", *, component: str, media_io: "MediaIO") -> None:
+        """Called by the model before the decoder's first use with the composition's encoder of the same modality
+        (``None`` when it has none), its component id and the modality's ``MediaIO``. A decoder that works in the
+        encoder's embedding space (retrieval) checks here that its gallery was indexed with this encoder; the
+        default does nothing."""
 
     # -- lifecycle
     @property

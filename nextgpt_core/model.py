@@ -37,7 +37,7 @@ from .conversation import Conversation, Media, Part, Response, Text
 from .encoder_cache import EncoderCache
 from .errors import ConversationError, MediaError
 from .generation import TextStreamer, run_generation
-from .interfaces import Decoder, Encoder, InputProjector, MediaIO, OutputProjector
+from .interfaces import Decoder, Encoder, InputProjector, MediaIO, OutputProjector, unwrap_decoded
 from .language_model import TokenTable, add_modality_tokens, build_language_model, derived_seed
 from .prompting import IdsPiece, Piece, TextPiece, join_text, render_conversation, strip_around_ids
 from .signal_runs import SignalRunController
@@ -59,8 +59,9 @@ class NextGPT(nn.Module):
 
     Build it with :meth:`from_composition`. Submodules: ``llm`` (Hugging Face causal LM, optionally LoRA-wrapped),
     ``encoders`` / ``input_projectors`` (``{key}`` or ``{"shared"}``) / ``output_projectors``
-    (``{key: {conditioning name: projector}}``) as ``nn.ModuleDict``; decoders live in ``decoders`` (plain dict,
-    loaded lazily on first use).
+    (``{key: {conditioning name: projector}}``, the inputs of every decoder of the modality) as ``nn.ModuleDict``;
+    decoders live in ``decoders`` (each modality's first decoder) and ``extra_decoders`` (``{key: {id: decoder}}``),
+    plain dicts, loaded lazily on first use.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class NextGPT(nn.Module):
         input_projectors: Mapping[str, InputProjector],
         output_projectors: Mapping[str, Mapping[str, OutputProjector]],
         decoders: Mapping[str, Decoder],
+        extra_decoders: Mapping[str, Mapping[str, Decoder]] | None = None,
     ) -> None:
         super().__init__()
         self.resolved = resolved
@@ -85,6 +87,9 @@ class NextGPT(nn.Module):
         self.input_projectors = nn.ModuleDict(dict(input_projectors))
         self.output_projectors = nn.ModuleDict({k: nn.ModuleDict(dict(v)) for k, v in output_projectors.items()})
         self.decoders: dict[str, Decoder] = dict(decoders)
+        #: a modality's further decoders by component id (``extra_decoders`` of the composition)
+        self.extra_decoders: dict[str, dict[str, Decoder]] = {k: dict(v) for k, v in (extra_decoders or {}).items()}
+        self._attached: set[tuple[str, str]] = set()
         self.encoder_cache = EncoderCache()
         self._media_io: dict[str, MediaIO] = {}
         # template pieces ("### Human: ", "### Assistant:") repeat in every request: tokenize each text once
@@ -142,17 +147,21 @@ class NextGPT(nn.Module):
         inprojs: dict[str, InputProjector] = {}
         outprojs: dict[str, dict[str, OutputProjector]] = {}
         decoders: dict[str, Decoder] = {}
+        extra: dict[str, dict[str, Decoder]] = {}
         for key, m in resolved.modalities.items():
             if m.encoder is not None:
                 encoders[key] = _build(m.encoder, seed, f"{key}/encoder").freeze()
             if m.input_projector is not None:
                 inprojs[key] = _build(m.input_projector, seed, f"{key}/input_projector")
             if m.can_generate:
-                outprojs[key] = {p.fills: _build(p, seed, f"{key}/output_projector/{p.fills}") for p in m.output_projectors}  # type: ignore[misc]
+                outprojs[key] = {p.fills: _build(p, seed, f"{key}/output_projector/{p.fills}")  # type: ignore[misc]
+                                 for route in m.routes.values() for p in route.output_projectors}
                 decoders[key] = _build(m.decoder, seed, f"{key}/decoder")  # type: ignore[arg-type]
+                for route in m.extra_decoders:
+                    extra.setdefault(key, {})[route.decoder.id] = _build(route.decoder, seed, f"{key}/decoder/{route.decoder.id}")
         if resolved.shared_input_projector is not None:
             inprojs[SHARED] = _build(resolved.shared_input_projector, seed, "shared/input_projector")
-        model = cls(resolved, registry, llm, tokenizer, tokens, encoders, inprojs, outprojs, decoders)
+        model = cls(resolved, registry, llm, tokenizer, tokens, encoders, inprojs, outprojs, decoders, extra)
         if comp.modules_dtype != "float32":  # encoders and projectors (the LLM has llm.dtype, decoders their own)
             for module in (model.encoders, model.input_projectors, model.output_projectors):
                 module.to(getattr(torch, comp.modules_dtype))
@@ -372,10 +381,12 @@ class NextGPT(nn.Module):
         want: Sequence[str] = (),
         max_new_tokens: int | None = None,
         decode_options: Mapping[str, Mapping[str, Any]] | None = None,
+        decoders: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """The checks :meth:`generate` makes on its settings before any work, alone (a server runs them before it
         answers, e.g. before a stream starts): every wanted modality can be generated, decode options name only
-        generated modalities, and ``max_new_tokens`` holds the signal tokens of every wanted run.
+        generated modalities (or a decoder id of one), chosen decoders belong to their modality, and
+        ``max_new_tokens`` holds the signal tokens of every wanted run.
 
         Raises:
             ConversationError: one line naming the problem.
@@ -386,9 +397,17 @@ class NextGPT(nn.Module):
                 raise ConversationError(
                     f"cannot generate {key!r} with composition {self.composition.name!r}; outputs: {', '.join(outputs) or '(none)'}"
                 )
-        unknown_opts = [k for k in (decode_options or {}) if k not in outputs]
+        decoder_ids = {d for k in outputs for d in self.resolved.modalities[k].routes}
+        unknown_opts = [k for k in (decode_options or {}) if k not in outputs and k not in decoder_ids]
         if unknown_opts:
             raise ConversationError(f"decode options for {unknown_opts}, which this composition does not generate")
+        for key, ids in (decoders or {}).items():
+            if key not in outputs:
+                raise ConversationError(f"decoders chosen for {key!r}, which this composition does not generate")
+            routes = self.resolved.modalities[key].routes
+            bad = [d for d in ids if d not in routes]
+            if bad or not ids or len(set(ids)) != len(ids):
+                raise ConversationError(f"decoders {list(ids)} for {key!r}: choose distinct ones of {', '.join(routes)}")
         max_new = max_new_tokens or self.composition.generation.max_new_tokens
         needed = sum(len(self.tokens.signals[k]) for k in dict.fromkeys(want))
         if needed > max_new:
@@ -412,6 +431,7 @@ class NextGPT(nn.Module):
         on_text: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
+        decoders: Mapping[str, Sequence[str]] | None = None,
     ) -> Response:
         """Answer the conversation's last user turn with text and any generated media.
 
@@ -420,11 +440,14 @@ class NextGPT(nn.Module):
             want: modalities the reply must contain; a run is forced if the model does not start one.
             seed: seeds sampling and every decoder of this request (random when ``None``; see ``Response.seed``).
             max_new_tokens, do_sample, temperature, top_p, top_k: override the composition's generation settings.
-            decode_options: ``{modality: {option: value}}`` for the decoders (steps, guidance, size, ...).
+            decode_options: ``{modality: {option: value}}`` for the decoders (steps, guidance, size, ...); a key may
+                also be a decoder id (``"image/retrieval": {"top_k": 5}``) for that decoder alone.
             on_text: called with each new piece of reply text as it is generated (streaming).
             should_stop: checked between steps and before each decoder run; returning ``True`` cancels the
                 request (a decoder already running finishes; the runs not yet decoded are dropped).
             on_media: called with each generated media part as soon as its decoder returns (streaming).
+            decoders: ``{modality: [decoder id, ...]}``: which of a modality's decoders turn each of its runs into
+                media (one part each, in that order), instead of the composition's ``decode_with``.
 
         Returns:
             A :class:`Response` whose parts are the reply text and media in the order produced.
@@ -433,7 +456,7 @@ class NextGPT(nn.Module):
             conversation = Conversation.from_prompt(conversation)
         if not conversation.turns or conversation.turns[-1].role != "user":
             raise ConversationError("the last turn of the conversation must be a user turn")
-        self.check_request(want=want, max_new_tokens=max_new_tokens, decode_options=decode_options)
+        self.check_request(want=want, max_new_tokens=max_new_tokens, decode_options=decode_options, decoders=decoders)
         outputs = self.output_modalities()
         gen = self.composition.generation
         max_new = max_new_tokens or gen.max_new_tokens
@@ -475,7 +498,8 @@ class NextGPT(nn.Module):
             streamer=streamer,
         )
         parts, dropped = self._assemble(
-            result.token_ids, result.runs, seed, decode_options or {}, should_stop=should_stop, on_media=on_media
+            result.token_ids, result.runs, seed, decode_options or {}, should_stop=should_stop, on_media=on_media,
+            decoders=decoders or {},
         )
         if dropped:
             result.cancelled = True
@@ -516,6 +540,7 @@ class NextGPT(nn.Module):
         *,
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
+        decoders: Mapping[str, Sequence[str]] | None = None,
     ) -> tuple[list[Part], int]:
         """The reply parts in order (text between runs, each run decoded), and how many runs were not decoded
         because ``should_stop()`` turned true."""
@@ -547,38 +572,88 @@ class NextGPT(nn.Module):
             add_text(token_ids[cursor : record.start])
             n = len(self.tokens.signals[record.modality])
             cursor = record.start + n
-            media = self.decode_run(record.modality, hidden, seed=seed + 1 + index, options=decode_options.get(record.modality))
-            parts.append(media)
-            if on_media is not None:
-                on_media(media)
+            chosen = (decoders or {}).get(record.modality) or self.resolved.modalities[record.modality].decode_with
+            first = self.resolved.modalities[record.modality].decoder.id  # type: ignore[union-attr]
+            for j, decoder_id in enumerate(chosen):
+                # options keyed by the decoder's id; the modality's own key holds its first decoder's
+                options = decode_options.get(decoder_id, decode_options.get(record.modality) if decoder_id == first else None)
+                media = self.decode_run(record.modality, hidden, seed=seed + 1 + index + 1000 * j, options=options,
+                                        decoder=decoder_id)
+                parts.append(media)
+                if on_media is not None:
+                    on_media(media)
         add_text(token_ids[cursor:])
         return parts, 0
 
+    def media_target_names(self, key: str) -> frozenset[str]:
+        """The conditioning inputs of modality ``key`` whose stage-2 targets are the encoder's embedding of the target
+        media (inputs of a decoder with ``targets_from_media``, a retrieval decoder), not a caption's encoding."""
+        routes = self.resolved.modalities[key].routes
+        return frozenset(p.fills for rid, r in routes.items() if type(self.decoder_of(key, rid)).targets_from_media
+                         for p in r.output_projectors if p.fills)
+
+    def media_target(self, key: str, path: "str | os.PathLike[str]") -> torch.Tensor:
+        """The stage-2 target of a media-target input: the modality encoder's embedding of the file at ``path``,
+        tokens averaged and L2-normalised, ``(1, enc_dim)`` float32 on CPU (cached by content like every encoding).
+
+        Raises:
+            ConversationError: the modality has no encoder to embed its target media with.
+        """
+        if key not in self.encoders:
+            raise ConversationError(f"modality {key!r} has no encoder to embed target media for its retrieval decoder")
+        feats = self.encode_media(Media(modality=key, path=Path(path)), key)  # (n_tokens, enc_dim), cached
+        return torch.nn.functional.normalize(feats.float().mean(dim=0, keepdim=True), dim=-1).cpu()
+
+    def decoder_of(self, key: str, decoder: str | None = None) -> Decoder:
+        """Modality ``key``'s decoder ``decoder`` (a component id; ``None``: its first decoder)."""
+        first = self.resolved.modalities[key].decoder
+        if decoder is None or (first is not None and decoder == first.id):
+            return self.decoders[key]
+        try:
+            return self.extra_decoders[key][decoder]
+        except KeyError:
+            raise ConversationError(f"modality {key!r} has no decoder {decoder!r}; it has "
+                                    f"{', '.join(self.resolved.modalities[key].routes)}") from None
+
     def decode_run(
-        self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None
+        self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None,
+        decoder: str | None = None,
     ) -> Media:
-        """One completed signal run -> media: ``hidden (N, H)`` through the output projectors and the decoder."""
+        """One completed signal run -> media: ``hidden (N, H)`` through the output projectors of decoder ``decoder``
+        (a component id; default the modality's first) and that decoder. The part's ``produced_by`` is the decoder's
+        id and ``details`` what the decoder reported (a retrieval decoder: which gallery item, its score)."""
+        route = self.resolved.modalities[key].routes[decoder or self.resolved.modalities[key].decoder.id]  # type: ignore[union-attr]
         signal_ids = torch.tensor(self.tokens.signals[key], device=self.device)
         with torch.no_grad():
             signal_embeds = self.llm.get_input_embeddings()(signal_ids).unsqueeze(0)
             conditioning = {}
-            for name, proj in self.output_projectors[key].items():
+            for spec in route.output_projectors:
+                proj = self.output_projectors[key][spec.fills]
                 p = next(proj.parameters(), None)
                 dtype = p.dtype if p is not None else hidden.dtype
-                conditioning[name] = proj(hidden.unsqueeze(0).to(self.device, dtype), signal_embeds.to(dtype))
-        self.load_decoders([key])  # lazily: a decoder loads the first time a reply needs it
-        decoder = self.decoders[key]
-        merged = {**self.resolved.modalities[key].decode_options, **dict(options or {})}
-        media = decoder(conditioning, generator=torch.Generator().manual_seed(seed), **merged)
-        return Media(modality=key, data=media[0])
+                conditioning[spec.fills] = proj(hidden.unsqueeze(0).to(self.device, dtype), signal_embeds.to(dtype))
+        self.load_decoders([key], decoders=[route.decoder.id])  # lazily: a decoder loads the first time a reply needs it
+        merged = {**route.decode_options, **dict(options or {})}
+        item = self.decoder_of(key, route.decoder.id)(conditioning, generator=torch.Generator().manual_seed(seed), **merged)
+        data, details = unwrap_decoded(item[0])
+        return Media(modality=key, data=data, produced_by=route.decoder.id, details=details)
 
-    def load_decoders(self, keys: Iterable[str] | None = None) -> None:
-        """Load decoders now instead of on first use (``keys``: which; default every output modality)."""
+    def load_decoders(self, keys: Iterable[str] | None = None, *, decoders: Iterable[str] | None = None) -> None:
+        """Load decoders now instead of on first use (``keys``: which modalities, default every output modality;
+        ``decoders``: which of their decoders by id, default each modality's ``decode_with``). Each is first
+        attached to its modality's encoder (:meth:`Decoder.attach_encoder`: a retrieval index is checked here)."""
+        wanted = list(decoders) if decoders is not None else None
         for key in keys if keys is not None else self.output_modalities():
-            decoder = self.decoders[key]
-            if not decoder.is_loaded:
-                decoder.load()
-                decoder.to(self.device)
+            for decoder_id in wanted if wanted is not None else self.resolved.modalities[key].decode_with:
+                decoder = self.decoder_of(key, decoder_id)
+                if (key, decoder_id) not in self._attached:
+                    encoder = self.encoders[key] if key in self.encoders else None
+                    component = self.resolved.modalities[key].encoder.id if encoder is not None else ""  # type: ignore[union-attr]
+                    decoder.attach_encoder(encoder, component=component, media_io=self.media_io(key))
+                    self._attached.add((key, decoder_id))
+                if not decoder.is_loaded:
+                    decoder.load()
+                    decoder.to(self.device)
 
     # ------------------------------------------------------------------ LoRA
     @property

@@ -1,21 +1,21 @@
-"""``ImageBindEncoder``: the base the image, video, audio and depth plugins subclass (they add ``preprocess``)."""
+"""``ImageBindEncoder``: the base every ImageBind plugin encoder subclasses (it adds ``preprocess``), for any branch
+of the open table (:func:`~nextgpt_core.imagebind.register_branch`)."""
 
 from __future__ import annotations
 
 import threading
 import weakref
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
+from pydantic import model_validator
+
 from ..interfaces import ComponentConfig, Encoder
 from .branches import BRANCH_PREFIXES, ImageBindBranch, branch_spec, embed_branch
 from .checkpoint import ImageBindCheckpoint
 
 __all__ = ["ImageBindEncoder", "ImageBindEncoderConfig"]
-
-# number of dims of one item per branch: vision (3, H, W) image or (3, T, H, W) clip; audio (1, 128, 204); depth (1, H, W)
-_ITEM_NDIMS: dict[str, tuple[int, ...]] = {"vision": (3, 4), "audio": (3,), "depth": (3,)}
 
 
 #: pretrained branches by (checkpoint, modality, size): the image and the video encoder share one frozen vision branch
@@ -44,31 +44,39 @@ class ImageBindEncoderConfig(ComponentConfig):
     """Options of an :class:`ImageBindEncoder`.
 
     Attributes:
-        modality: the ImageBind branch: ``"vision"`` (images and videos), ``"audio"`` or ``"depth"``. Plugin
-            configs narrow it and give a default, e.g. ``modality: Literal["audio"] = "audio"``.
-        size: ``"huge"`` (``imagebind_huge``, out 1024), ``"tiny"`` (same geometry, 32-d, out 32; tests) or
-            ``"toy"`` (the toy world's: 32x32 pictures, out 64; :data:`~nextgpt_core.imagebind.SIZES`).
+        modality: the ImageBind branch, any name registered in the open table: ``"vision"`` (images and videos),
+            ``"audio"``, ``"depth"`` (the core's), or a plugin's own (``"thermal"``, ``"imu"``). Plugin configs narrow
+            it and give a default, e.g. ``modality: Literal["audio"] = "audio"``.
+        size: a size the branch is registered at: ``"huge"`` (``imagebind_huge``, out 1024), ``"tiny"`` (same
+            geometry, 32-d, out 32; tests) or ``"toy"`` (the toy world's: 32x32 pictures, out 64;
+            :data:`~nextgpt_core.imagebind.SIZES`). An unknown branch or size is one error line naming the choices.
         checkpoint: path to ``imagebind_huge.pth`` (or a ``.safetensors`` file with the same key names, as the
             toy world writes); the branch loads from it strictly. ``None``: random init.
         clips: items carry a leading clips/views dim ``V`` that is averaged (video: 5 clips x 3 crops = 15;
             audio: 3 clips); ``False``: one clip per item (images, depth).
     """
 
-    modality: Literal["vision", "audio", "depth"]
-    size: Literal["huge", "tiny", "toy"] = "huge"
+    modality: str
+    size: str = "huge"
     checkpoint: str | None = None
     clips: bool = False
+
+    @model_validator(mode="after")
+    def _registered(self) -> "ImageBindEncoderConfig":
+        branch_spec(self.modality, self.size)  # ValueError naming the registered branches / sizes
+        return self
 
 
 class ImageBindEncoder(Encoder):
     """One ImageBind branch as an :class:`~nextgpt_core.interfaces.Encoder`: one L2-normalised token per item.
 
-    ``forward(x)``: ``x`` is ``(B, *item)``, or ``(B, V, *item)`` when ``config.clips``, with ``item``:
+    ``forward(x)``: ``x`` is ``(B, *item)``, or ``(B, V, *item)`` when ``config.clips``, with ``item`` the branch's
+    (its :class:`~nextgpt_core.imagebind.BranchSpec`), e.g.:
 
     - vision: image ``(3, H, W)`` (repeated to a 2-frame clip) or video clip ``(3, 2, H, W)``; ``H = W = 224``
       nominally (other square sizes interpolate the positional embedding)
     - audio: ``(1, 128, 204)`` log-mel fbank (ImageBind-normalised)
-    - depth: ``(1, H, W)`` disparity, 224 nominally
+    - depth: ``(1, H, W)`` disparity, 224 nominally; thermal ``(1, 224, 224)``; imu ``(6, 2000)``
 
     returns ``(B, 1, out_dim)`` (``out_dim`` 1024 for ``huge``).
 
@@ -116,10 +124,11 @@ class ImageBindEncoder(Encoder):
         modality, lead = self.config.modality, 2 if self.config.clips else 1
         item_ndim = x.dim() - lead
         channels = self.spec.item_shape[0]
-        if item_ndim not in _ITEM_NDIMS[modality] or x.shape[lead] != channels:
-            want = {"vision": "(3, H, W) or (3, 2, H, W)", "audio": "(1, 128, 204)", "depth": "(1, H, W)"}[modality]
+        if item_ndim not in self.spec.item_ndims or x.shape[lead] != channels:
             batch = "(B, V, *item)" if self.config.clips else "(B, *item)"
-            raise ValueError(f"{type(self).__name__} ({modality}) expects {batch} with item {want}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} ({modality}) expects {batch} with item {self.spec.describe_item()}, got {tuple(x.shape)}"
+            )
         batch, views = x.shape[0], x.shape[1] if self.config.clips else 1
         embeds = embed_branch(self, modality, x.reshape(batch * views, *x.shape[lead:]))  # (B*V, E), unit norm
         return embeds.reshape(batch, views, -1).mean(dim=1).unsqueeze(1)

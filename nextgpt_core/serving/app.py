@@ -253,7 +253,7 @@ def create_app(model: Any, config: ServeConfig) -> FastAPI:
             if isinstance(part, Text):
                 parts.append({"type": "text", "text": part.text})
             else:
-                item = gateway.part_json(by_media[id(part)], inline)
+                item = gateway.part_json(by_media[id(part)], inline, part)
                 parts.append(item)
                 media.append(item)
         return {
@@ -322,7 +322,7 @@ async def _stream(job: Job, conversation: Any, params: dict[str, Any], notices: 
 
     def on_media(media: Media) -> None:
         if not job.cancelled.is_set():
-            emit("media", gateway.part_json(gateway.store_output(media), inline))
+            emit("media", gateway.part_json(gateway.store_output(media), inline, media))
 
     def work(job: Job) -> Any:
         try:

@@ -250,10 +250,15 @@ class MediaGateway:
         finally:
             self.store.discard(path)
 
-    def part_json(self, record: FileRecord, inline: bool) -> dict[str, Any]:
-        """The reply's media part for a stored file (``data`` base64 when ``inline``)."""
+    def part_json(self, record: FileRecord, inline: bool, source: Media | None = None) -> dict[str, Any]:
+        """The reply's media part for a stored file (``data`` base64 when ``inline``; ``produced_by`` and ``details``:
+        which decoder made it, generation or retrieval, when ``source``, the generated part, says)."""
         media: dict[str, Any] = {"modality": record.modality, "file_id": record.id, "url": f"/v1/files/{record.id}/content",
                                  "mime_type": record.mime_type}
+        if source is not None and source.produced_by:
+            media["produced_by"] = source.produced_by
+            if source.details:
+                media["details"] = {k: v for k, v in source.details.items() if k != "file"}  # no server paths
         if inline:
             media["data"] = base64.b64encode(self.store.path(record).read_bytes()).decode("ascii")
         return {"type": "media", "media": media}

@@ -32,6 +32,11 @@ __all__ = [
 
 
 def _assert_same(a: Any, b: Any) -> None:
+    from ..interfaces import DecodedItem
+
+    if isinstance(a, DecodedItem) or isinstance(b, DecodedItem):
+        assert isinstance(a, DecodedItem) and isinstance(b, DecodedItem) and a.details == b.details
+        a, b = a.data, b.data
     if isinstance(a, torch.Tensor):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     else:
@@ -218,6 +223,10 @@ class DecoderTesterMixin(_ComponentTester):
         assert not [m for top in modules for m in top.modules() if m.training]
 
     def test_generates_one_item_per_row_and_is_seeded(self) -> None:
+        """Same seed, same media; another seed, other media; a decoder with ``seeded = False`` (retrieval) must
+        instead give the same media for any seed, and other media for another conditioning."""
+        from ..interfaces import unwrap_decoded
+
         decoder = self.make()
         out = self.run(decoder)
         assert len(out) == self.batch
@@ -225,7 +234,18 @@ class DecoderTesterMixin(_ComponentTester):
         other = decoder(self.conditioning(decoder), generator=torch.Generator().manual_seed(1), **self.get_decode_options())
         import numpy as np
 
-        assert not np.array_equal(np.asarray(out[0]), np.asarray(other[0])), "the generator seed must matter"
+        if type(decoder).seeded:
+            assert not np.array_equal(np.asarray(unwrap_decoded(out[0])[0]), np.asarray(unwrap_decoded(other[0])[0])), (
+                "the generator seed must matter")
+            return
+        _assert_same(out[0], other[0])
+        first = [np.asarray(unwrap_decoded(a)[0]) for a in out]
+        moved = [  # a few other conditionings: a decoder that ignores its conditioning returns the same media for all
+            np.asarray(unwrap_decoded(b)[0])
+            for seed in range(1, 6)
+            for b in decoder(self.conditioning(decoder, seed=seed), generator=torch.Generator().manual_seed(0), **self.get_decode_options())
+        ]
+        assert any(not np.array_equal(a, b) for a in first for b in moved), "other conditionings must give other media"
 
     def test_encode_text_matches_declared_inputs_and_unconditional(self) -> None:
         """``encode_text`` (the stage-2 L2 targets): one ``(B, length, dim)`` CPU tensor per declared input,

@@ -6,7 +6,8 @@
 * :func:`signal_l2_losses` — per output modality: the hidden states read at each signal span (as inference reads
   them: ``signal.position_offset``), plus the signal tokens' input embeddings (as :meth:`NextGPT.decode_run`),
   through each of the modality's output projectors, against the cached caption embedding of every conditioning
-  input the projector fills.
+  input the projector fills; a retrieval decoder's input (``Decoder.targets_from_media``) against the modality
+  encoder's embedding of the span's target media instead (spans without a media file leave it out).
 
 Example:
     >>> import torch
@@ -137,6 +138,24 @@ def signal_projections(
     return out
 
 
+def _media_l2(
+    model: NextGPT, key: str, name: str, entries: list[tuple[int, SignalSpan]], pred: torch.Tensor, reduction: str
+) -> torch.Tensor | None:
+    """L2 between a media-target input's predictions ``(S, 1, dim)`` and the encoder's embeddings of the spans'
+    target media (spans without a media file take no part; ``None`` when none has one)."""
+    chosen = [i for i, (_, span) in enumerate(entries) if span.media_path is not None]
+    if not chosen:
+        return None
+    wanted = torch.stack([model.media_target(key, entries[i][1].media_path) for i in chosen]).to(pred.device, pred.dtype)
+    picked = pred.index_select(0, torch.tensor(chosen, device=pred.device))
+    if tuple(wanted.shape[1:]) != tuple(picked.shape[1:]):
+        raise ValueError(f"{key}: the encoder's target embeddings are {tuple(wanted.shape[1:])}; the {name!r} projector "
+                         f"gives {tuple(picked.shape[1:])}")
+    if reduction == "sum":
+        return ((picked - wanted) ** 2).sum(-1).sqrt().mean(-1).sum()
+    return l2_loss(picked, wanted)
+
+
 def signal_l2_losses(
     model: NextGPT,
     hidden_states: torch.Tensor | None,
@@ -182,7 +201,13 @@ def signal_l2_losses(
     losses: dict[str, torch.Tensor] = {}
     for key, (entries, preds) in projections.items():
         total = None
+        from_media = model.media_target_names(key)
         for name, pred in preds.items():
+            if name in from_media:  # a retrieval decoder's query: the encoder's embedding of the target media
+                loss = _media_l2(model, key, name, entries, pred, reduction)
+                if loss is not None:
+                    total = loss if total is None else total + loss
+                continue
             wanted = []
             for _, span in entries:
                 cached = targets.get(span.target_id)

@@ -23,7 +23,7 @@ from ..errors import CheckpointError, DatasetError
 from ..folders import TARGET_CACHE, check_output_folder
 from ..serialization import atomic_directory, read_safetensors, write_safetensors
 
-__all__ = ["TargetCache", "build_decoders", "cache_targets"]
+__all__ = ["TargetCache", "build_decoders", "caption_decoders", "cache_targets"]
 
 MANIFEST = "manifest.json"
 FORMAT = "nextgpt-target-cache"
@@ -38,6 +38,12 @@ def build_decoders(resolved: Any) -> dict[str, Any]:
         if modality.can_generate:
             decoders[key] = resolve_target(modality.decoder.target).from_options(modality.decoder.options)
     return decoders
+
+
+def caption_decoders(decoders: Mapping[str, Any]) -> dict[str, Any]:
+    """The decoders whose stage-2 targets are caption encodings (a retrieval decoder's are the target media's
+    embeddings, which the trainer takes from the encoder: nothing to cache)."""
+    return {k: d for k, d in decoders.items() if not getattr(type(d), "targets_from_media", False)}
 
 
 def cache_targets(
@@ -72,7 +78,10 @@ def cache_targets(
     inputs = tuple(inputs)
     check_output_folder(out, TARGET_CACHE, overwrite=overwrite, inputs=inputs)
     unique: dict[str, dict[str, str]] = {}
+    media_targets = set(decoders) - set(caption_decoders(decoders))
     for target in targets:
+        if target.modality in media_targets:
+            continue  # a retrieval decoder: trained against the encoder's embedding of the target media
         if target.modality not in decoders:
             raise DatasetError(
                 f"target {(target.caption[:60] + '...') if len(target.caption) > 60 else target.caption!r} is "

@@ -56,6 +56,12 @@ def nextgpt_register_components(register):
         description="AudioLDM2: two conditioning sequences (T5 prompt_embeds + GPT-2 generated_prompt_embeds)",
     ))
 
+    register(ComponentSpec(
+        id="audio/retrieval", role="decoder", modality="audio",
+        target="nextgpt_core.retrieval:RetrievalDecoder",
+        license="Apache-2.0 (code); the gallery's own licences (no weights)",
+        description="the nearest of a local gallery's sounds in the encoder's space (`nextgpt index build`)",
+    ))
 
 @hookimpl
 def nextgpt_register_toy_world(register):

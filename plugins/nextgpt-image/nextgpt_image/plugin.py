@@ -57,6 +57,12 @@ def nextgpt_register_components(register):
         description="Stable Diffusion 2, prompt_embeds 77x1024",
     ))
 
+    register(ComponentSpec(
+        id="image/retrieval", role="decoder", modality="image",
+        target="nextgpt_core.retrieval:RetrievalDecoder",
+        license="Apache-2.0 (code); the gallery's own licences (no weights)",
+        description="the nearest of a local gallery's pictures in the encoder's space (`nextgpt index build`)",
+    ))
 
 @hookimpl
 def nextgpt_register_toy_world(register):

@@ -50,6 +50,12 @@ def nextgpt_register_components(register):
         description="AnimateDiff (SD-1.5 UNet + motion adapter), prompt_embeds 77x768",
     ))
 
+    register(ComponentSpec(
+        id="video/retrieval", role="decoder", modality="video",
+        target="nextgpt_core.retrieval:RetrievalDecoder",
+        license="Apache-2.0 (code); the gallery's own licences (no weights)",
+        description="the nearest of a local gallery's videos in the encoder's space (`nextgpt index build`)",
+    ))
 
 @hookimpl
 def nextgpt_register_toy_world(register):

@@ -1,0 +1,1 @@
+"""The IMU modality plugin of nextgpt (input only): ImageBind's IMU branch."""

@@ -1,0 +1,1 @@
+"""The thermal modality plugin of nextgpt (input only): ImageBind's thermal branch."""
