@@ -24,9 +24,10 @@ demo: install
 	$(BIN)/nextgpt demo --out outputs/demo --overwrite
 
 # Rebuild the toy world from scratch (about an hour on 2 cores): a progress bar per phase, logs in build/toy-world/logs.
+# The modalities of the shipped world are named (other installed parts, e.g. thermal and imu, join with -m).
 # `nextgpt toy install build/toy-world` then makes it the built-in `toy` composition.
 toy-world: install
-	$(BIN)/nextgpt toy build --out build/toy-world --overwrite
+	$(BIN)/nextgpt toy build --out build/toy-world --overwrite -m image -m video -m audio -m depth
 
 # The fake plugin is installed as a real distribution into build/test-plugins (not into .venv), so its entry
 # point is found by the tests (PYTHONPATH below) and never by `nextgpt demo`.
