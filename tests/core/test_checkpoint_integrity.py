@@ -66,7 +66,7 @@ def test_a_file_the_manifest_does_not_list_is_not_loaded(tmp_path, registry, lor
     with pytest.raises(CheckpointError, match=r"output_projectors/.*/config.json is not listed in the manifest") as exc:
         lora_model.load_checkpoint(partial)
     _one_line(exc)
-    result = CliRunner().invoke(app, ["generate", "-p", "x", "--checkpoint", str(partial), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(app, ["generate", "-c", "tiny", "-p", "x", "--checkpoint", str(partial), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "is not listed in the manifest" in result.stderr and "Traceback" not in result.output
 
 

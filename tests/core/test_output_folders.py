@@ -44,9 +44,9 @@ def data(tmp_path, registry):
 
 #: every folder-writing command of the fake-plugin CLI: (argument list for --out D, stdin)
 COMMANDS = {
-    "generate": (lambda data, out: ["generate", "-p", "hi", "--max-new-tokens", "4", "--seed", "1", "--out", out], None),
-    "demo": (lambda data, out: ["demo", "--out", out], None),
-    "chat": (lambda data, out: ["chat", "--max-new-tokens", "4", "--seed", "1", "--out", out], "hi\n"),
+    "generate": (lambda data, out: ["generate", "-c", "tiny", "-p", "hi", "--max-new-tokens", "4", "--seed", "1", "--out", out], None),
+    "demo": (lambda data, out: ["demo", "-c", "tiny", "--out", out], None),
+    "chat": (lambda data, out: ["chat", "-c", "tiny", "--max-new-tokens", "4", "--seed", "1", "--out", out], "hi\n"),
     "cache-targets": (lambda data, out: ["cache-targets", "--data", str(data), "--out", out], None),
     "train": (lambda data, out: ["train", "--stage", "1", "--data", str(data), "--steps", "1", "--out", out], None),
 }
@@ -111,7 +111,7 @@ def test_the_current_folder_its_parents_and_inputs_are_refused(command, data, tm
 
 def test_an_input_file_of_generate_is_protected(registry, fake_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path.parent)
-    result = CliRunner().invoke(app, ["generate", "-p", "x", "-i", str(fake_files["image"]), "--out", str(tmp_path), "--overwrite"])
+    result = CliRunner().invoke(app, ["generate", "-c", "tiny", "-p", "x", "-i", str(fake_files["image"]), "--out", str(tmp_path), "--overwrite"])
     assert f"contains the input {fake_files['image']}" in _error_line(result)
     assert fake_files["image"].is_file()
 
@@ -147,9 +147,9 @@ def test_overwrite_replaces_the_whole_earlier_output(registry, tmp_path):
     """A second `generate --overwrite` leaves only its own reply (no file of the first reply survives)."""
     out = tmp_path / "out"
     runner = CliRunner()
-    assert runner.invoke(app, ["generate", "-p", "x", "-w", "fake_image", "-w", "fake_audio", "--seed", "1", "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["generate", "-c", "tiny", "-p", "x", "-w", "fake_image", "-w", "fake_audio", "--seed", "1", "--out", str(out)]).exit_code == 0
     assert (out / "fake_audio_0.faud").is_file()
-    assert runner.invoke(app, ["generate", "-p", "x", "-w", "fake_image", "--seed", "1", "--out", str(out), "--overwrite"]).exit_code == 0
+    assert runner.invoke(app, ["generate", "-c", "tiny", "-p", "x", "-w", "fake_image", "--seed", "1", "--out", str(out), "--overwrite"]).exit_code == 0
     assert not (out / "fake_audio_0.faud").exists() and (out / "fake_image_0.fimg").is_file()
 
 

@@ -144,12 +144,12 @@ def test_non_utf8_toml_and_a_folder_as_composition(tmp_path, registry):
 def test_a_folder_given_as_an_input_is_named_as_a_folder(tmp_path, registry):
     runner = CliRunner()
     (tmp_path / "pics.fimg").mkdir()
-    line = _error_line(runner.invoke(app, ["generate", "-p", "x", "-i", str(tmp_path / "pics.fimg")]))
+    line = _error_line(runner.invoke(app, ["generate", "-c", "tiny", "-p", "x", "-i", str(tmp_path / "pics.fimg")]))
     assert f"input '{tmp_path / 'pics.fimg'}' is a folder, not a file" in line
     line = _error_line(runner.invoke(app, ["train", "--stage", "1", "--data", str(tmp_path), "--out", str(tmp_path / "r")]))
     assert "is a folder, not a file" in line
     (tmp_path / "ckpt-file").write_text("x")
-    line = _error_line(runner.invoke(app, ["generate", "-p", "x", "--checkpoint", str(tmp_path / "ckpt-file")]))
+    line = _error_line(runner.invoke(app, ["generate", "-c", "tiny", "-p", "x", "--checkpoint", str(tmp_path / "ckpt-file")]))
     assert "is a file, not a folder" in line
 
 

@@ -112,7 +112,7 @@ def test_mini_world_answers_through_the_public_api(mini_world, real_registry, tm
     picture = tmp_path / "in.png"
     model.media_io("image").write(model.media_io("image").example(), picture)
     conversation = Conversation.from_prompt("What is in this picture?", [Media.from_path(picture)])
-    reply = model.generate(conversation, want=["video"], seed=0, max_new_tokens=8)
+    reply = model.generate(conversation, want=["video"], seed=0, max_new_tokens=40)  # a video run is 24 signal tokens
     assert [m.modality for m in reply.media] == ["video"]
     assert reply.media[0].data.frames.shape == (8, 32, 32, 3)
 

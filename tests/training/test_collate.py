@@ -16,6 +16,7 @@ from nextgpt_core.training.collate import (
     PAD_ID,
     build_example,
     collate_batch,
+    min_positions,
 )
 from nextgpt_core.training.data import MediaLoader, Target, TrainingSample
 from nextgpt_core.training.losses import lm_loss
@@ -182,13 +183,18 @@ def test_over_long_samples_are_cut_at_the_limit_before_embedding(tiny_model, fak
     fits = build_example(model, stage2_sample(), max_length=span.end)
     assert fits.truncated and fits.signal_spans == whole.signal_spans  # the run fits whole: it is a target
 
+    # a sample whose text fits but whose image lies past the limit: cut before the image, which is never encoded
+    # (a sample whose text alone cannot fit is refused before tokenizing: tests/training/test_data_bounds.py)
+    conv = Conversation([Turn("user", [Text("a long question " * 10), Media(modality="fake_image", path=fake_files["image"])]),
+                         Turn("assistant", [Text("an answer")])])
+    sample = TrainingSample(conv, [])
+    media_at = build_example(model, sample).input_ids[0].tolist().index(MEDIA_ID)
+    assert min_positions(model, sample) <= media_at
     encoded = []
     real = type(model).encode_media
     monkeypatch.setattr(type(model), "encode_media", lambda self, *a, **k: encoded.append(a) or real(self, *a, **k))
-    conv = Conversation([Turn("user", [Text("a long question " * 10), Media(modality="fake_image", path=fake_files["image"])]),
-                         Turn("assistant", [Text("an answer")])])
-    short = build_example(model, TrainingSample(conv, []), max_length=6)
-    assert short.truncated and short.input_ids.shape[1] == 6 and MEDIA_ID not in short.input_ids[0].tolist()
+    short = build_example(model, sample, max_length=media_at)
+    assert short.truncated and short.input_ids.shape[1] == media_at and MEDIA_ID not in short.input_ids[0].tolist()
     assert encoded == []  # the image past the limit was never encoded
 
 
