@@ -47,7 +47,7 @@ class EncoderSettings:
         seed: init, renderings, batches.
     """
 
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 64
     renders: int = 6
     lr: float = 2e-3

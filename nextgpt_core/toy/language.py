@@ -45,7 +45,7 @@ class LanguageSettings:
                                              max_position_embeddings=512, tokenizer_vocab_size=600)
     dialogues: int = 2000
     copies: int = 2
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0

@@ -80,9 +80,9 @@ class RecipeSettings:
         "describe": 1500, "generate": 1500, "convert": 600, "edit": 800, "multi": 500, "t2m": 300})
     encoders: EncoderSettings = EncoderSettings()
     language: LanguageSettings = LanguageSettings()
-    stage1: StageSettings = StageSettings(steps=800, batch_size=32, lr=1e-3)
-    stage2: StageSettings = StageSettings(steps=800, batch_size=32, lr=1e-3)
-    stage3: StageSettings = StageSettings(steps=1200, batch_size=16, lr=5e-4)
+    stage1: StageSettings = StageSettings(steps=500, batch_size=32, lr=1e-3)
+    stage2: StageSettings = StageSettings(steps=500, batch_size=32, lr=1e-3)
+    stage3: StageSettings = StageSettings(steps=800, batch_size=16, lr=5e-4)
     input_tokens: int = 4
     projector: Mapping[str, Any] = field(default_factory=lambda: {
         "d_model": 96, "num_heads": 4, "num_encoder_layers": 2, "num_decoder_layers": 2, "dim_feedforward": 192})

@@ -183,7 +183,7 @@ class ImageToyWorld(ToyModality):
     decoder_renders: ClassVar[dict[str, int]] = {"full": 10, "mini": 1}
     #: (autoencoder steps, denoiser steps, UNet widths) per scale
     DECODER_SCALES: ClassVar[dict[str, tuple[int, int, tuple[int, ...]]]] = {
-        "full": (1000, 3000, (16, 32, 64)),
+        "full": (600, 1800, (16, 32, 64)),
         "mini": (3, 3, (8, 16, 16)),
     }
     #: the toy decoder's conditioning: prompt_embeds (TEXT_LENGTH, TEXT_DIM)

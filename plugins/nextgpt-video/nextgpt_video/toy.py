@@ -203,7 +203,7 @@ class VideoToyWorld(ToyModality):
     decoder_renders: ClassVar[dict[str, int]] = {"full": 6, "mini": 1}
     #: (autoencoder steps, denoiser steps, UNet widths) per scale
     DECODER_SCALES: ClassVar[dict[str, tuple[int, int, tuple[int, ...]]]] = {
-        "full": (800, 1500, (16, 32, 64)),
+        "full": (300, 700, (16, 32, 64)),
         "mini": (3, 3, (8, 16, 16)),
     }
     #: the toy decoder's conditioning: prompt_embeds (TEXT_LENGTH, TEXT_DIM)
