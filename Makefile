@@ -28,7 +28,7 @@ demo: install
 # Rebuild the toy world from scratch (about an hour on 2 cores): a progress bar per phase, logs in build/toy-world/logs.
 # `nextgpt toy install build/toy-world` then makes it the built-in `toy` composition.
 toy-world: install
-	$(BIN)/nextgpt toy build --out build/toy-world
+	$(BIN)/nextgpt toy build --out build/toy-world --overwrite
 
 # The fake plugin is installed as a real distribution into build/test-plugins (not into .venv), so its entry
 # point is found by the tests (PYTHONPATH below) and never by `nextgpt demo`.

@@ -39,11 +39,13 @@ from .errors import NextGPTError
 __all__ = [
     "CHECKPOINT",
     "COMPONENT",
+    "EVAL_RESULTS",
     "KINDS",
     "MARKER",
     "REPLIES",
     "TARGET_CACHE",
     "TINY_WORLD",
+    "TOY_WORLD",
     "TRAIN_RUN",
     "FolderKind",
     "OutputFolderError",
@@ -51,6 +53,8 @@ __all__ = [
     "check_output_folder",
     "clean_stale_siblings",
     "start_folder",
+    "swap_in",
+    "temporary_sibling",
     "list_files",
     "not_a_file",
     "not_a_folder",
@@ -193,7 +197,19 @@ REPLIES = FolderKind(name="nextgpt output folder", recognise=lambda f: (_marker(
 #: A training run's ``--out``: ``trainable.json``, the metrics, ``step-<k>/`` checkpoints.
 TRAIN_RUN = FolderKind(name="nextgpt training run", recognise=_train_run_recognise, owned=_train_run_owned,
                        resume_hint="--resume to continue it")
-KINDS: tuple[FolderKind, ...] = (CHECKPOINT, TARGET_CACHE, TRAIN_RUN, REPLIES, COMPONENT, TINY_WORLD)
+#: A toy world (``nextgpt toy build``): its shipped files, its logs and work, recognised by its manifest or, while it
+#: is being written, by its marker (kind ``toy-world``).
+_TOY_WORLD_TOP = ("toy.toml", "manifest.json", "imagebind.safetensors", "llm", "decoders", "nextgpt", "logs", "work")
+TOY_WORLD = FolderKind(
+    name="toy world",
+    recognise=lambda f: (_read_json(f / "manifest.json") or {}).get("format") == "nextgpt-toy-world"
+    or (_marker(f) or {}).get("kind") == "toy-world",
+    owned=lambda folder, rel: rel == MARKER or rel.split("/")[0] in _TOY_WORLD_TOP,
+)
+#: The results of ``nextgpt eval`` (its marker lists the files).
+EVAL_RESULTS = FolderKind(name="nextgpt evaluation", recognise=lambda f: (_marker(f) or {}).get("kind") == "eval",
+                          owned=_replies_owned)
+KINDS: tuple[FolderKind, ...] = (CHECKPOINT, TARGET_CACHE, TRAIN_RUN, REPLIES, COMPONENT, TINY_WORLD, TOY_WORLD, EVAL_RESULTS)
 
 
 def write_marker(folder: Path, kind: str, files: Iterable[str] = (), **extra: object) -> None:
@@ -337,6 +353,16 @@ def _sibling(target: Path, what: str) -> Path:
     return target.with_name(f".{target.name}.nextgpt-{what}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def temporary_sibling(target: "str | os.PathLike[str]") -> Path:
+    """A new, empty hidden folder beside ``target`` named as this module's temporaries (a killed writer's are
+    removed by the next write of ``target``), for writers that manage the swap themselves (:func:`swap_in`)."""
+    path = Path(os.path.abspath(os.fspath(target))).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    os.mkdir(tmp)
+    return tmp
+
+
 def clean_stale_siblings(target: "str | os.PathLike[str]") -> list[Path]:
     """Remove the temporary siblings of ``target`` that an earlier, killed run left (their process is gone).
 
@@ -425,6 +451,16 @@ def _swap_in(tmp: Path, target: Path) -> None:
     os.rename(target, old)
     os.rename(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def swap_in(tmp: "str | os.PathLike[str]", target: "str | os.PathLike[str]") -> None:
+    """Put the complete folder ``tmp`` (a :func:`temporary_sibling`) at ``target`` in one step, fsynced; the previous
+    ``target`` is removed afterwards."""
+    tmp_path = Path(tmp)
+    path = Path(os.path.abspath(os.fspath(target))).resolve()
+    _fsync_tree(tmp_path)
+    _swap_in(tmp_path, path)
+    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

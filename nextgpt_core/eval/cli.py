@@ -16,8 +16,10 @@ def eval_command(
     limit: int = typer.Option(10, "--limit", help="Samples per task."),
     seed: int = typer.Option(0, "--seed", help="Seeds the samples and every generation."),
     variant: list[str] = typer.Option([], "--variant", help="model, no-stage1, no-stage2, ceiling (repeatable; default: all)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier evaluation (never any other folder)."),
 ) -> None:
-    """Score a model on a fixed protocol; the same seed gives the same numbers."""
+    """Score a model on a fixed protocol; the same seed gives the same numbers. The results folder is written
+    whole at the end (a new or empty --out, or an earlier evaluation with --overwrite)."""
     from ..errors import ConfigError
 
     if suite != "toy":
@@ -28,8 +30,16 @@ def eval_command(
         raise ConfigError(f"--checkpoint {checkpoint}: no such folder")
     from .toy import VARIANTS
 
+    from ..composition import load_composition
+    from ..folders import EVAL_RESULTS, atomic_directory, check_output_folder, list_files, write_marker
+
     variants = list(variant) or list(VARIANTS)
-    results = run_toy_eval(composition, out, checkpoint=checkpoint, per_task=limit, seed=seed, variants=variants)
+    load_composition(composition)  # a malformed composition fails before anything heavy loads
+    inputs = [checkpoint, composition if Path(composition).suffix else None]
+    check_output_folder(out, EVAL_RESULTS, overwrite=overwrite, inputs=inputs, option="--out")
+    with atomic_directory(out, EVAL_RESULTS, overwrite=overwrite, inputs=inputs, option="--out") as tmp:
+        results = run_toy_eval(composition, tmp, checkpoint=checkpoint, per_task=limit, seed=seed, variants=variants)
+        write_marker(tmp, "eval", list_files(tmp))
     typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
     for task, entry in results["tasks"].items():
         model = entry.get("model")

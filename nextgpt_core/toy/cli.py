@@ -18,6 +18,7 @@ def build_command(
     only: list[str] = typer.Option([], "--modality", "-m", help="Build only these modalities (repeatable; default: every installed part)."),
     reuse: list[Path] = typer.Option([], "--reuse", help="An earlier world (repeatable): copy each decoder it trained with the same recipe (fingerprint) instead of training it again."),
     phase: list[str] = typer.Option([], "--phase", help="Run only this phase (repeatable; e.g. decoder-image): a partial world, to --reuse later."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier toy world (never any other folder)."),
 ) -> None:
     """Rebuild every part of the toy world from scratch: data, encoders, decoders, LLM, then NExT-GPT stages 1-3
     with `nextgpt train`. A progress bar per phase; a log per phase under OUT/logs/."""
@@ -29,7 +30,7 @@ def build_command(
         if not (earlier / "manifest.json").is_file():
             raise typer.BadParameter(f"--reuse {earlier}: not a toy world (no manifest.json)")
     manifest = build_toy_world(out, scale=scale, seed=seed, jobs=jobs, keys=only or None, reuse=reuse,
-                               only_phases=phase or None)
+                               only_phases=phase or None, overwrite=overwrite)
     typer.echo(f"built the toy world in {manifest['wall_seconds']:.0f} s: {out}")
     typer.echo(f"use it: nextgpt chat --composition {out / 'toy.toml'}")
 

@@ -320,14 +320,16 @@ def _stage(n: int, ctx: _Context) -> dict[str, Any]:
 
 
 def _phase_package(ctx: _Context) -> dict[str, Any]:
+    """The final stage's weights as the world's checkpoint (written by ``save_checkpoint``: the trained parts only,
+    no optimizer state), then the composition that names it."""
+    from ..model import NextGPT
+
     last = 3 if any(p.can_generate for p in ctx.world().parts.values()) else 1
     final = ctx.work / f"stage{last}" / f"step-{getattr(ctx.settings, f'stage{last}').steps}"
-    target = ctx.out / "nextgpt"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(final, target, ignore=shutil.ignore_patterns("trainer_state"))
+    model = NextGPT.from_composition(ctx.out / "toy.toml", checkpoint=final)
+    model.save_checkpoint(ctx.out / "nextgpt", recipe="nextgpt_core.toy.recipe", stage=last, steps=getattr(ctx.settings, f"stage{last}").steps)
     (ctx.out / "toy.toml").write_text(composition_text(ctx.world(), ctx.settings, checkpoint=True), encoding="utf-8")
-    return {"checkpoint": str(final)}
+    return {"checkpoint": f"work/stage{last}/{final.name}"}
 
 
 def _phases(keys: Sequence[str], generated: Sequence[str]) -> list[_Phase]:
@@ -470,6 +472,7 @@ def build_toy_world(
     settings: RecipeSettings | None = None,
     reuse: Sequence[str | os.PathLike[str]] = (),
     only_phases: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build the toy world into ``out`` (see the module docstring); returns the manifest.
 
@@ -487,9 +490,18 @@ def build_toy_world(
             is copied instead of run again, and the manifest says so (``reused_from``). The data and the NExT-GPT
             stages always run.
 
+        overwrite: replace ``out`` when it holds an earlier toy world (never any other folder).
+
+    The world is written into a hidden sibling of ``out`` and swapped in whole at the end, so ``out`` is always the
+    previous world or the new one, never half of one. A failed build leaves its folder as ``<out>.failed`` (logs
+    inside) and names it.
+
     Raises:
-        ConfigError: a bad scale, an unusable ``out``, or a phase that failed (its log is named).
+        ConfigError: a bad scale, or a phase that failed (its log is named).
+        OutputFolderError: ``out`` is not a new or empty folder nor (with ``overwrite``) an earlier toy world, or it
+            is the current folder, a parent of it, or holds a ``reuse`` world.
     """
+    from ..folders import TOY_WORLD, check_output_folder, swap_in, temporary_sibling, write_marker
     from .world import ToyWorld
 
     if settings is None:
@@ -500,8 +512,6 @@ def build_toy_world(
     if not world.parts:
         raise ConfigError("no installed plugin offers a toy-world part (install nextgpt-image, -video, -audio, -depth)")
     keys = tuple(world.parts)
-    out = _prepare_output(Path(out))
-    (out / "logs").mkdir(parents=True, exist_ok=True)
     generated = [k for k, p in world.parts.items() if p.can_generate]
     phases = {p.name: p for p in _phases(keys, generated)}
     if only_phases is not None:
@@ -512,65 +522,102 @@ def build_toy_world(
         missing = sorted({need for p in phases.values() for need in p.needs} - set(phases))
         if missing:
             raise ConfigError(f"the phases asked for need {', '.join(missing)} too")
-    facts: dict[str, Any] = {}
-    started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    running: dict[str, Any] = {}
-    bar_of: dict[str, Any] = {}
-    tqdm = _tqdm() if bars else None
-    failures: list[str] = []
+    target = Path(out)
+    check_output_folder(target, TOY_WORLD, overwrite=overwrite, inputs=reuse, option="--out")
+    out = temporary_sibling(target)  # the world is built here and swapped in whole at the end
+    write_marker(out, "toy-world")
+    (out / "logs").mkdir()
     try:
-        while len(facts) < len(phases) and not failures:
-            ready = [p for p in phases.values() if p.name not in facts and p.name not in running
-                     and all(n in facts for n in p.needs)]
-            for phase in sorted(ready, key=lambda p: -p.weight)[: max(0, jobs - len(running))]:
-                child_args = {"out": str(out), "settings": settings, "keys": keys,
-                              "reuse": [Path(r).resolve() for r in reuse]}
-                proc = context.Process(target=_child, args=(phase, child_args, queue),
-                                       name=f"toy-{phase.name}")
-                proc.start()
-                running[phase.name] = proc
-                if tqdm is not None:
-                    bar_of[phase.name] = tqdm(total=1, desc=f"{phase.name:>16}", unit="step", dynamic_ncols=True,
-                                              leave=False)
-            if not running:
-                raise ConfigError("toy world: phases cannot start (a dependency cycle)")
-            try:
-                kind, name, *rest = queue.get(timeout=5.0)
-            except Empty:  # a worker that died without a word (killed, out of memory) stops the build
-                for name, proc in list(running.items()):
-                    if not proc.is_alive() and proc.exitcode not in (0, None):
-                        failures.append(f"phase {name} died (exit code {proc.exitcode}; log: {out / 'logs' / (name + '.log')})")
-                        running.pop(name)
-                continue
-            if kind == "progress":
-                step, total, loss = rest
-                bar = bar_of.get(name)
-                if bar is not None:
-                    bar.total = total
-                    bar.n = step
-                    bar.set_postfix_str(f"loss {loss:.4f}", refresh=True)
-            elif kind == "done":
-                facts[name] = rest[0]
-                running.pop(name).join()
-                bar = bar_of.pop(name, None)
-                if bar is not None:
-                    bar.close()
-                line = f"{name:>16}: done in {rest[0].get('wall_seconds', 0):.0f} s (log: {out / 'logs' / (name + '.log')})"
-                (tqdm.write if tqdm is not None else print)(line, file=sys.stderr)
-            else:
-                failures.append(f"phase {name} failed: {rest[0]} (log: {out / 'logs' / (name + '.log')})")
-                running.pop(name).join()
-    finally:
-        for proc in running.values():
-            proc.terminate()
-            proc.join()
-        for bar in bar_of.values():
-            bar.close()
-    if failures:
-        raise ConfigError("; ".join(failures))
-    return _write_manifest(out, settings, keys, facts, time.perf_counter() - started, partial=only_phases is not None)
+        facts: dict[str, Any] = {}
+        started = time.perf_counter()
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        running: dict[str, Any] = {}
+        bar_of: dict[str, Any] = {}
+        tqdm = _tqdm() if bars else None
+        failures: list[str] = []
+        try:
+            while len(facts) < len(phases) and not failures:
+                ready = [p for p in phases.values() if p.name not in facts and p.name not in running
+                         and all(n in facts for n in p.needs)]
+                for phase in sorted(ready, key=lambda p: -p.weight)[: max(0, jobs - len(running))]:
+                    child_args = {"out": str(out), "settings": settings, "keys": keys,
+                                  "reuse": [Path(r).resolve() for r in reuse]}
+                    proc = context.Process(target=_child, args=(phase, child_args, queue),
+                                           name=f"toy-{phase.name}")
+                    proc.start()
+                    running[phase.name] = proc
+                    if tqdm is not None:
+                        bar_of[phase.name] = tqdm(total=1, desc=f"{phase.name:>16}", unit="step", dynamic_ncols=True,
+                                                  leave=False)
+                if not running:
+                    raise ConfigError("toy world: phases cannot start (a dependency cycle)")
+                try:
+                    kind, name, *rest = queue.get(timeout=5.0)
+                except Empty:  # a worker that died without a word (killed, out of memory) stops the build
+                    for name, proc in list(running.items()):
+                        if not proc.is_alive() and proc.exitcode not in (0, None):
+                            failures.append(f"phase {name} died (exit code {proc.exitcode}; log: {out / 'logs' / (name + '.log')})")
+                            running.pop(name)
+                    continue
+                if kind == "progress":
+                    step, total, loss = rest
+                    bar = bar_of.get(name)
+                    if bar is not None:
+                        bar.total = total
+                        bar.n = step
+                        bar.set_postfix_str(f"loss {loss:.4f}", refresh=True)
+                elif kind == "done":
+                    facts[name] = rest[0]
+                    running.pop(name).join()
+                    bar = bar_of.pop(name, None)
+                    if bar is not None:
+                        bar.close()
+                    line = f"{name:>16}: done in {rest[0].get('wall_seconds', 0):.0f} s"
+                    (tqdm.write if tqdm is not None else print)(line, file=sys.stderr)
+                else:
+                    failures.append(f"phase {name} failed: {rest[0]} (log: {out / 'logs' / (name + '.log')})")
+                    running.pop(name).join()
+        finally:
+            for proc in running.values():
+                proc.terminate()
+                proc.join()
+            for bar in bar_of.values():
+                bar.close()
+        if failures:
+            raise ConfigError("; ".join(failures))
+        manifest = _write_manifest(out, settings, keys, facts, time.perf_counter() - started, partial=only_phases is not None)
+        _follow_umask(out)
+        check_output_folder(target, TOY_WORLD, overwrite=overwrite, inputs=reuse, option="--out")
+        swap_in(out, target)
+    except BaseException as exc:
+        failed = _keep_failed(out, target)
+        if isinstance(exc, ConfigError):
+            raise ConfigError(f"{exc} (the unfinished world with its logs: {failed})".replace(str(out), str(failed))) from None
+        raise
+    return manifest
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give every file the mode a new file gets under the umask (safetensors writes its files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
+
+
+def _keep_failed(folder: Path, target: Path) -> Path:
+    """Move an unfinished build to ``<target>.failed`` (replacing an earlier failed build of ours) for its logs."""
+    from ..folders import TOY_WORLD
+
+    failed = Path(os.path.abspath(target)).with_name(Path(target).name + ".failed")
+    if failed.exists() and TOY_WORLD.recognise(failed):
+        shutil.rmtree(failed)
+    if not failed.exists() and folder.exists():
+        folder.rename(failed)
+        return failed
+    return folder
 
 
 def _tqdm() -> Any:
@@ -579,36 +626,6 @@ def _tqdm() -> Any:
     except ImportError:  # pragma: no cover - tqdm comes with accelerate / transformers
         return None
     return tqdm
-
-
-def _prepare_output(out: Path) -> Path:
-    """``out`` ready to write: absent, empty, or an earlier toy world (whose own files are removed first).
-
-    Anything else (a folder with other files, the current folder or one above it) is refused, so a wrong
-    ``--out`` never deletes a user's files."""
-    out = out.expanduser()
-    resolved = out.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents:
-        raise ConfigError(f"--out {out}: refusing to build into the current folder or one above it")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        manifest = out / "manifest.json"
-        ours = manifest.is_file() and _is_toy_manifest(manifest) or (out / "logs").is_dir() and (out / "work").is_dir()
-        if not ours:
-            raise ConfigError(f"--out {out}: the folder is not empty and is not a toy world; give a new folder")
-        leftovers = sorted(p.name for p in out.iterdir() if p.name not in (*SHIPPED, "logs", "work"))
-        if leftovers:  # checked before anything is removed: a user's file in there stops the build whole
-            raise ConfigError(f"--out {out}: holds files a toy world does not write ({', '.join(leftovers[:5])}); give a new folder")
-        for name in (*SHIPPED, "logs", "work"):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _is_toy_manifest(path: Path) -> bool:

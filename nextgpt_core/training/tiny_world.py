@@ -1,4 +1,4 @@
-"""The "pretrained tiny world": the ``tiny`` composition whose tiny LLM has first learnt the synthetic caption language.
+"""The "pretrained tiny world": the ``tiny`` composition whose tiny LLM has first learnt the toy world's caption language.
 
 Why it exists. NExT-GPT trains projectors around a *frozen, pretrained* LLM (Vicuna): stage 1 only learns to put
 media into the LLM's input space and relies on the LLM already knowing how to talk about what is in its context;
@@ -8,14 +8,16 @@ in front of it (or behind it) has nothing to align with, and "does the method le
 
 What it is. :func:`load_tiny_world` builds the ``tiny`` composition as usual (the plugins' tiny encoders,
 projectors and decoders, with their tiny CLIP / CLAP text encoders exactly as they are: random-init, untouched)
-and swaps in LLM weights that were trained briefly, with the plain LM loss, on the caption language of
-:mod:`nextgpt_core.training.synthetic` (every image / video / audio caption it can write). The pretraining texts,
-rendered with the composition's own prompt template (:func:`pretraining_texts`):
+and swaps in LLM weights that were trained briefly, with the plain LM loss, on the caption language of the toy
+world: every training caption of the installed plugins' toy-world parts (:func:`caption_world`; the parts' held-out
+combinations are left out), which is every caption :mod:`nextgpt_core.training.synthetic` can write. The
+pretraining texts, rendered with the composition's own prompt template (:func:`pretraining_texts`):
 
 * ``caption``: a bare caption conversation (``### Human: describe it`` / ``### Assistant: <caption>``);
-* ``words``: the caption's attributes given *in words*, in a random order, then the caption
-  (``### Human: circle white red generate a caption`` / ``### Assistant: a red circle on a white background``),
-  which plays the part of the pretrained LLM's ability to describe what its context mentions;
+* ``words``: the caption's keywords (:func:`nextgpt_core.toy.dialogues.keywords`) in a random order, then the
+  caption (``### Human: left red white circle large generate a caption`` / ``### Assistant: a large red circle on
+  the left on a white background``), which plays the part of the pretrained LLM's ability to describe what its
+  context mentions;
 * ``repeat``: the official stage-2 layout without the signal tokens (``### Human: <caption>`` /
   ``### Assistant: <caption>``).
 
@@ -25,17 +27,17 @@ tokens keep their fresh init when the weights are put into a model (as new token
 
 Cache. The weights are written once to ``<cache_dir>/<key>/`` (``llm.safetensors`` + ``manifest.json``) and read on
 every later call. ``key`` is a hash of the :class:`TinyWorldSettings`, the composition's LLM settings and seed, the
-source of this module and of the modules the result depends on (tokenizer, LLM construction, the caption generator),
-and the torch / transformers versions: change any of them and a new world is trained. The default ``cache_dir`` is
-``build/tiny-world`` in a source checkout (git-ignored), else ``~/.cache/nextgpt/tiny-world``; the environment
-variable ``NEXTGPT_TINY_WORLD_CACHE`` overrides both. Pretraining (400 steps of 32 texts, one torch thread) takes
-about 30-60 s on the 2-vCPU VM; its LM loss falls from about 4.1 to 0.10 nats per token.
+source of this module and of the modules the result depends on (tokenizer and LLM construction, the keywords), the
+captions themselves (so the installed toy-world parts, i.e. the ``registry`` given), and the torch / transformers
+versions: change any of them and a new world is trained. The default ``cache_dir`` is ``build/tiny-world`` in a
+source checkout (git-ignored), else ``~/.cache/nextgpt/tiny-world``; the environment variable
+``NEXTGPT_TINY_WORLD_CACHE`` overrides both. Pretraining (400 steps of 32 texts, one torch thread) on the image,
+video and audio parts' 856 training captions (5136 texts) takes about 60-90 s on the 2-vCPU VM; its LM loss falls
+from about 4.1 to 0.14 nats per token.
 
-Every caption is in the pretraining texts, also those that :mod:`nextgpt_core.training.learning` holds out of stage
-2: the LLM knows the language (as Vicuna knows English); the projectors never see the held-out media or targets.
-What pretraining buys, measured once (ridge regression from the LLM's hidden states at the four image signal tokens
-to the stage-2 targets, 18 captions fitted, 6 held out): held-out L2 0.36x the mean-target baseline with this LLM,
-0.58x with the random one.
+Every training caption is in the pretraining texts, also those that :mod:`nextgpt_core.training.learning` holds out
+of its stage-2 run: the LLM knows the language (as Vicuna knows English); the projectors never see the held-out
+media or targets. The toy world's own held-out combinations are in neither.
 
 Example:
     >>> model = load_tiny_world(registry)            # doctest: +SKIP
@@ -53,7 +55,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,33 +113,22 @@ class TinyWorldSettings:
 
 
 # ---------------------------------------------------------------------------------------------- texts
-def _caption_world() -> list[tuple[str, list[str]]]:
-    """Every synthetic caption with its attribute words: ``[(caption, [word, ...])]`` (image, video, audio)."""
-    from .synthetic import (
-        BACKGROUNDS,
-        COLOURS,
-        DIRECTIONS,
-        PITCHES,
-        RHYTHMS,
-        SHAPES,
-        audio_caption,
-        image_caption,
-        video_caption,
-    )
+def _caption_world(registry: Any = None) -> list[tuple[str, list[str]]]:
+    """Every training caption of the installed toy-world parts with its keywords: ``[(caption, [word, ...])]``
+    (parts in registration order; held-out combinations left out)."""
+    from ..toy.dialogues import keywords
+    from ..toy.world import ToyWorld
 
-    out: list[tuple[str, list[str]]] = []
-    for shape in SHAPES:
-        for colour in COLOURS:
-            out += [(image_caption(shape, colour, bg), [colour, shape, bg]) for bg in BACKGROUNDS]
-            out += [(video_caption(shape, colour, d), [colour, shape, d]) for d in DIRECTIONS]
-    out += [(audio_caption(p, r), [r, p]) for p in PITCHES for r in RHYTHMS]
-    return out
+    world = ToyWorld.installed(registry)
+    return [(caption, keywords(caption).split()) for caption in world.training_captions()]
 
 
-def pretraining_texts(composition: "Composition", settings: TinyWorldSettings, *, variants: int = 4) -> list[str]:
-    """The pretraining corpus: for every synthetic caption one ``caption`` text, one ``repeat`` text and
-    ``variants`` ``words`` texts (attributes in a seeded random order), rendered with the composition's prompt
-    template (``prompt.user`` / ``prompt.assistant``). Deterministic in ``settings.seed``."""
+def pretraining_texts(composition: "Composition", settings: TinyWorldSettings, *, variants: int = 4,
+                      registry: Any = None) -> list[str]:
+    """The pretraining corpus: for every training caption of the toy world (:func:`caption_world`) one ``caption``
+    text, one ``repeat`` text and ``variants`` ``words`` texts (its keywords in a seeded random order), rendered
+    with the composition's prompt template (``prompt.user`` / ``prompt.assistant``). Deterministic in
+    ``settings.seed`` and the installed parts (``registry``: default the installed plugins)."""
     prompt = composition.prompt
     rng = random.Random(settings.seed)
 
@@ -145,7 +136,7 @@ def pretraining_texts(composition: "Composition", settings: TinyWorldSettings, *
         return prompt.system + prompt.user.format(content=user) + prompt.assistant.format(content=reply)
 
     texts: list[str] = []
-    for caption, words in _caption_world():
+    for caption, words in _caption_world(registry):
         texts.append(conversation(settings.describe_prompt, caption))
         texts.append(conversation(caption, caption))
         for _ in range(variants):
@@ -158,17 +149,18 @@ def pretraining_texts(composition: "Composition", settings: TinyWorldSettings, *
 # ---------------------------------------------------------------------------------------------- cache key
 def _source_digest() -> str:
     from .. import language_model
-    from . import synthetic
+    from ..toy import dialogues
 
     h = hashlib.sha256()
-    for module in (sys.modules[__name__], language_model, synthetic):
+    for module in (sys.modules[__name__], language_model, dialogues):
         h.update(inspect.getsource(module).encode("utf-8"))
     return h.hexdigest()
 
 
-def tiny_world_key(settings: TinyWorldSettings = TinyWorldSettings()) -> str:
+def tiny_world_key(settings: TinyWorldSettings = TinyWorldSettings(), registry: Any = None) -> str:
     """The cache key: 16 hex chars of SHA-256 over the settings, the composition's LLM settings and seed, the source
-    of the modules the weights depend on, and the torch / transformers versions."""
+    of the modules the weights depend on, the caption language (:func:`caption_world` of ``registry``: the
+    installed toy-world parts), and the torch / transformers versions."""
     import transformers
 
     from ..composition import load_composition
@@ -181,6 +173,7 @@ def tiny_world_key(settings: TinyWorldSettings = TinyWorldSettings()) -> str:
         "prompt": comp.prompt.model_dump(mode="json"),
         "seed": comp.seed,
         "source": _source_digest(),
+        "captions": hashlib.sha256("\n".join(caption_world(registry)).encode("utf-8")).hexdigest(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
@@ -231,8 +224,10 @@ def _batch(tokenizer: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Te
     return ids, labels
 
 
-def pretrain_tiny_llm(settings: TinyWorldSettings = TinyWorldSettings(), *, log: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Train the composition's tiny LLM (all its weights, base vocabulary only) on :func:`pretraining_texts`.
+def pretrain_tiny_llm(settings: TinyWorldSettings = TinyWorldSettings(), *, registry: Any = None,
+                      log: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train the composition's tiny LLM (all its weights, base vocabulary only) on :func:`pretraining_texts` (the
+    caption language of ``registry``'s toy-world parts; default: the installed plugins).
 
     Returns:
         ``(state_dict, info)``: the LLM's weights (``model.embed_tokens.weight`` and ``lm_head.weight`` are
@@ -246,7 +241,7 @@ def pretrain_tiny_llm(settings: TinyWorldSettings = TinyWorldSettings(), *, log:
     if comp.llm.tiny is None:
         raise ValueError(f"composition {settings.composition!r} has no [llm.tiny]; the tiny world needs a tiny LLM")
     llm, tokenizer = build_language_model(comp.llm, seed=comp.seed)
-    texts = pretraining_texts(comp, settings)
+    texts = pretraining_texts(comp, settings, registry=registry)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]), torch_threads(settings.threads):
         torch.manual_seed(settings.seed)
@@ -296,11 +291,13 @@ def pretrain_tiny_llm(settings: TinyWorldSettings = TinyWorldSettings(), *, log:
 def tiny_world_weights(
     settings: TinyWorldSettings = TinyWorldSettings(),
     *,
+    registry: Any = None,
     cache_dir: "str | os.PathLike[str] | None" = None,
     rebuild: bool = False,
     log: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The pretrained LLM weights and their manifest, from the cache or pretrained now (then cached).
+    """The pretrained LLM weights and their manifest, from the cache or pretrained now (then cached); ``registry``
+    (default: the installed plugins) says whose toy-world captions make up the language.
 
     Returns:
         ``(state_dict, manifest)``; ``manifest["cached"]`` says whether they were read from disk.
@@ -308,13 +305,13 @@ def tiny_world_weights(
     from ..folders import TINY_WORLD
     from ..serialization import atomic_directory, read_safetensors, write_safetensors
 
-    key = tiny_world_key(settings)
+    key = tiny_world_key(settings, registry)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = folder / key
     if not rebuild and (target / WEIGHTS).is_file() and (target / MANIFEST).is_file():
         manifest = json.loads((target / MANIFEST).read_text())
         return read_safetensors(target / WEIGHTS), {**manifest, "cached": True, "path": str(target)}
-    state, info = pretrain_tiny_llm(settings, log=log)
+    state, info = pretrain_tiny_llm(settings, registry=registry, log=log)
     manifest = {"format": FORMAT, "key": key, "settings": asdict(settings), "pretraining": info}
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(target, TINY_WORLD) as tmp:
@@ -352,7 +349,8 @@ def load_tiny_world(
     """The ``settings.composition`` model with the pretrained tiny LLM (see the module docstring).
 
     Args:
-        registry: the plugins to build the composition from (default: the installed ones).
+        registry: the plugins to build the composition from, whose toy-world parts make up the caption language
+            (default: the installed ones).
         settings: the pretraining settings (and cache key).
         cache_dir: where the weights are cached (default :func:`default_cache_dir`).
         rebuild: pretrain again even if cached.
@@ -364,7 +362,7 @@ def load_tiny_world(
     """
     from ..model import NextGPT
 
-    state, manifest = tiny_world_weights(settings, cache_dir=cache_dir, rebuild=rebuild, log=log)
+    state, manifest = tiny_world_weights(settings, registry=registry, cache_dir=cache_dir, rebuild=rebuild, log=log)
     model = NextGPT.from_composition(settings.composition, registry=registry)
     _put_weights(model, state)
     model.llm.requires_grad_(False)
@@ -373,6 +371,8 @@ def load_tiny_world(
     return model
 
 
-def caption_world() -> Iterable[str]:
-    """Every caption the synthetic generator can write (the language the tiny world's LLM was pretrained on)."""
-    return [c for c, _ in _caption_world()]
+def caption_world(registry: Any = None) -> list[str]:
+    """Every training caption of the toy-world parts of ``registry`` (default: the installed plugins), in
+    registration order: the language the tiny world's LLM is pretrained on, and every caption
+    :func:`~nextgpt_core.training.synthetic.make_synthetic_dataset` can write."""
+    return [c for c, _ in _caption_world(registry)]

@@ -101,4 +101,4 @@ def test_compose_validate_and_show(runner, registry):
 
 
 def test_empty_request(runner, registry):
-    assert "empty request" in _error_line(runner.invoke(app, ["generate"]))
+    assert "empty request" in _error_line(runner.invoke(app, ["generate", "--composition", "tiny"]))

@@ -104,30 +104,30 @@ def test_weights_manifest_names_a_missing_altered_or_escaping_file(tmp_path):
 
 
 def test_a_build_writes_only_into_a_new_folder_or_an_earlier_world(tmp_path, monkeypatch):
-    from nextgpt_core.toy.recipe import _prepare_output
+    from nextgpt_core.folders import MARKER, TOY_WORLD, OutputFolderError, check_output_folder
 
-    assert _prepare_output(tmp_path / "new").is_dir()
+    assert check_output_folder(tmp_path / "new", TOY_WORLD) == "absent"
     earlier = tmp_path / "earlier"
     (earlier / "logs").mkdir(parents=True)
-    (earlier / "work").mkdir()
     (earlier / "manifest.json").write_text(json.dumps({"format": "nextgpt-toy-world"}))
-    assert _prepare_output(earlier) == earlier and not any(earlier.iterdir())
+    with pytest.raises(OutputFolderError, match="--overwrite"):
+        check_output_folder(earlier, TOY_WORLD, option="--out")
+    assert check_output_folder(earlier, TOY_WORLD, overwrite=True) == "own"
+    unfinished = tmp_path / "unfinished"  # a build killed before its manifest: recognised by its marker
+    (unfinished / "work").mkdir(parents=True)
+    (unfinished / MARKER).write_text(json.dumps({"format": "nextgpt-output", "kind": "toy-world", "files": []}))
+    assert check_output_folder(unfinished, TOY_WORLD, overwrite=True) == "own"
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a toy world"):
-        _prepare_output(foreign)
-    assert (foreign / "notes.txt").read_text() == "mine"
-    mixed = tmp_path / "mixed"
-    (mixed / "logs").mkdir(parents=True)
-    (mixed / "work").mkdir()
-    (mixed / "manifest.json").write_text(json.dumps({"format": "nextgpt-toy-world"}))
-    (mixed / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="notes.txt"):
-        _prepare_output(mixed)
-    assert (mixed / "notes.txt").read_text() == "mine"
-    monkeypatch.chdir(earlier)
-    with pytest.raises(ConfigError, match="current folder"):
-        _prepare_output(Path("."))
-    with pytest.raises(ConfigError, match="current folder"):
-        _prepare_output(Path(".."))
+    with pytest.raises(OutputFolderError, match="not a folder nextgpt wrote"):
+        check_output_folder(foreign, TOY_WORLD, overwrite=True)
+    (earlier / "notes.txt").write_text("mine")
+    with pytest.raises(OutputFolderError, match="notes.txt"):
+        check_output_folder(earlier, TOY_WORLD, overwrite=True)
+    assert (earlier / "notes.txt").read_text() == "mine"
+    with pytest.raises(OutputFolderError, match="input"):  # a world being reused is never the one replaced
+        check_output_folder(unfinished, TOY_WORLD, overwrite=True, inputs=[unfinished])
+    monkeypatch.chdir(unfinished)
+    with pytest.raises(OutputFolderError, match="current folder"):
+        check_output_folder(Path("."), TOY_WORLD, overwrite=True)

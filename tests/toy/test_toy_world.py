@@ -142,10 +142,12 @@ def test_mini_eval_writes_results_and_report(mini_world, tmp_path):
     assert "| task |" in (out / "report.md").read_text()
 
 
-def test_build_never_writes_into_a_folder_it_did_not_make(tmp_path):
+def test_build_never_writes_into_a_folder_it_did_not_make(tmp_path, mini_world):
     (tmp_path / "mine.txt").write_text("keep me")
-    done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(tmp_path))
-    assert done.returncode == 2 and "not a toy world" in done.stderr
+    done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(tmp_path), "--overwrite")
+    assert done.returncode == 2 and "not a folder nextgpt wrote" in done.stderr, done.stderr
     assert (tmp_path / "mine.txt").read_text() == "keep me"
     done = _nextgpt("toy", "build", "--scale", "mini", "--out", ".", cwd=tmp_path)
     assert done.returncode == 2 and "current folder" in done.stderr
+    done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(mini_world))  # its own kind: needs --overwrite
+    assert done.returncode == 2 and "--overwrite" in done.stderr and (mini_world / "manifest.json").is_file()
