@@ -14,11 +14,13 @@ Engines (:attr:`Engine.name`):
 * ``fsdp2``: ``torch.distributed.fsdp.fully_shard`` on the loss module, the LLM's decoder layers as their own units
   (the accelerate config's ``fsdp_transformer_layer_cls_to_wrap``). The trainer shards the module itself
   (:func:`fsdp2_shard`) on CPU and on GPUs alike, because accelerate only runs FSDP on accelerators;
-* ``deepspeed``: accelerate's DeepSpeed engine, ZeRO stage from the DeepSpeed config (on CPU: gloo, and DeepSpeed's
-  CPU accelerator, which compiles a small shared-memory op with g++ on its first use).
+* ``deepspeed``: accelerate's DeepSpeed engine, ZeRO-2 (or ZeRO-1) from the DeepSpeed config (on CPU: gloo, and
+  DeepSpeed's CPU accelerator, which compiles a small shared-memory op with g++ on its first use).
 
-FSDP version 1 is refused: its flat parameters give the frozen weights that share a unit with trained ones zero
-gradients, and its ``sync_module_states`` needs a GPU.
+Refused, each with one line: FSDP version 1 (its flat parameters give the frozen weights that share a unit with
+trained ones zero gradients, and its ``sync_module_states`` needs a GPU); FSDP with one process; DeepSpeed ZeRO-3
+(it gathers each module's parameters as the module runs, and which modules run depends on a process's samples);
+DeepSpeed with accelerate's ``use_cpu: true`` (accelerate would run DDP); ``--gpu`` without a GPU.
 """
 
 from __future__ import annotations
@@ -110,17 +112,22 @@ def _gpu_visible() -> bool:
     return bool(xpu is not None and xpu.is_available())
 
 
-def _fsdp_plugin() -> Any:
+def _fsdp_plugin(env: Mapping[str, str]) -> Any:
     """accelerate's FSDP settings of this launch (read from its environment variables), checked."""
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    plugin = FullyShardedDataParallelPlugin()
-    if plugin.fsdp_version != 2:
+    version = env.get("FSDP_VERSION", "1").strip()  # accelerate's default is FSDP1
+    if version != "2":
         raise EngineError(
-            f"the accelerate config asks for FSDP version {plugin.fsdp_version}; nextgpt train runs FSDP2 only: set "
+            f"the accelerate config asks for FSDP version {version}; nextgpt train runs FSDP2 only: set "
             "fsdp_version: 2 (FSDP1's flat parameters give frozen weights sharing a unit with trained ones zero "
             "gradients, and its sync_module_states needs a GPU)"
         )
+    try:
+        plugin = FullyShardedDataParallelPlugin()
+    except (ValueError, TypeError, RuntimeError) as exc:  # accelerate's own checks of the FSDP fields
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineError(f"accelerate refused the launch's FSDP config: {first}") from None
     if plugin.cpu_ram_efficient_loading:
         raise EngineError(
             "the accelerate config sets fsdp_cpu_ram_efficient_loading: true, which nextgpt train does not do (every "
@@ -129,10 +136,37 @@ def _fsdp_plugin() -> Any:
     return plugin
 
 
+def _deepspeed_stage(env: Mapping[str, str]) -> int:
+    """The ZeRO stage the launch's DeepSpeed config asks for (read as accelerate reads it), checked."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    try:
+        stage = int(DeepSpeedPlugin().zero_stage)
+    except (ValueError, TypeError, OSError) as exc:  # accelerate's own checks of the DeepSpeed fields
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineError(f"accelerate refused the launch's DeepSpeed config: {first}") from None
+    if stage not in SUPPORTED_ZERO_STAGES:
+        why = (" (ZeRO-3 gathers each module's parameters as the module runs, and which modules run depends on a "
+               "process's samples: gloo aborts on the mismatched collectives)") if stage == 3 else ""
+        raise EngineError(f"the DeepSpeed config asks for ZeRO stage {stage}, which nextgpt train does not run{why}; "
+                          "use ZeRO-2 (docs/accelerate/deepspeed_zero2*.json) or FSDP2")
+    if _flag(env, "ACCELERATE_USE_CPU"):
+        raise EngineError("the accelerate config asks for DeepSpeed with use_cpu: true, which makes accelerate run "
+                          "plain DDP instead: set use_cpu: false (DeepSpeed runs on the CPU over gloo without --gpu)")
+    return stage
+
+
+SUPPORTED_ZERO_STAGES = (1, 2)
+"""DeepSpeed ZeRO stages the trainer runs (2 is tested on every ``make test``; 1 was run by hand, same losses)."""
+
+
 def make_accelerator(*, gpu: bool, log_with: Sequence[Any] | None, project_dir: str,
                      env: Mapping[str, str] | None = None) -> tuple[Any, Engine]:
     """Build the :class:`accelerate.Accelerator` for the engine the launch asks for, and check that accelerate set up
     exactly that.
+
+    Everything that can be told from the launch's settings is checked before accelerate is touched; what accelerate
+    then sets up is compared with what was asked.
 
     Args:
         gpu: train on the GPUs (``--gpu``); without it the run is on the CPU (gloo between processes).
@@ -146,8 +180,9 @@ def make_accelerator(*, gpu: bool, log_with: Sequence[Any] | None, project_dir: 
 
     Raises:
         EngineError: ``--gpu`` without a visible GPU; an FSDP config that is not FSDP2 (or asks for what nextgpt
-            does not do); a DeepSpeed config without DeepSpeed installed; or accelerate setting up another engine or
-            another number of processes than the launch asked for (named in the message).
+            does not do, or runs one process); a DeepSpeed config that DeepSpeed is not installed for, asks for ZeRO-3
+            or for use_cpu; or accelerate setting up another engine or another number of processes than the launch
+            asked for (named in the message).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
     from accelerate.utils import DistributedType
@@ -158,10 +193,20 @@ def make_accelerator(*, gpu: bool, log_with: Sequence[Any] | None, project_dir: 
     if gpu and not _gpu_visible():
         raise EngineError("--gpu: no GPU is visible to this process (torch.cuda.is_available() is False); leave out "
                           "--gpu to train on the CPU")
-    if wanted == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        raise EngineError("the accelerate config asks for DeepSpeed, which is not installed: "
-                          "DS_BUILD_OPS=0 pip install 'nextgpt-core[train]' (or pip install deepspeed)")
-    plugin = _fsdp_plugin() if wanted == "fsdp" else None
+    plugin = None
+    if wanted == "fsdp":
+        plugin = _fsdp_plugin(env)
+        if launched == 1:
+            raise EngineError("the accelerate config asks for FSDP2 with 1 process, where there is nothing to shard "
+                              "(and accelerate would not shard): launch 2 or more processes, or train without it")
+        if plugin.activation_checkpointing:
+            raise EngineError("the accelerate config sets fsdp_activation_checkpointing: true; use "
+                              "`nextgpt train --gradient-checkpointing` instead (the same recomputation, any engine)")
+    if wanted == "deepspeed":
+        if importlib.util.find_spec("deepspeed") is None:
+            raise EngineError("the accelerate config asks for DeepSpeed, which is not installed: "
+                              "DS_BUILD_OPS=0 pip install 'nextgpt-core[train]' (or pip install deepspeed)")
+        _deepspeed_stage(env)
     handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
     cpu = not gpu
     if wanted == "deepspeed" and not gpu:
@@ -171,7 +216,7 @@ def make_accelerator(*, gpu: bool, log_with: Sequence[Any] | None, project_dir: 
     try:
         accelerator = Accelerator(cpu=cpu, log_with=list(log_with) if log_with else None, project_dir=project_dir,
                                   kwargs_handlers=handlers)
-    except (ValueError, TypeError) as exc:  # accelerate's own checks of the config (DeepSpeed fields, ...)
+    except (ValueError, TypeError) as exc:  # accelerate's own checks of the config
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EngineError(f"accelerate refused the launch's config: {first}") from None
     got = accelerator.distributed_type
@@ -182,23 +227,15 @@ def make_accelerator(*, gpu: bool, log_with: Sequence[Any] | None, project_dir: 
         "fsdp": {DistributedType.FSDP} if gpu else {DistributedType.MULTI_CPU},
         "deepspeed": {DistributedType.DEEPSPEED},
     }[wanted]
-    if wanted == "fsdp" and launched == 1:
-        expected = {DistributedType.FSDP, DistributedType.NO}
     if got not in expected or accelerator.num_processes != launched:
         asked = {"fsdp": "FSDP2", "deepspeed": "DeepSpeed", "ddp": "DDP", "single": "one process"}[wanted]
-        reason = ""
-        if wanted == "deepspeed" and _flag(env, "ACCELERATE_USE_CPU"):
-            reason = " (the config's use_cpu: true makes accelerate ignore DeepSpeed: set use_cpu: false)"
         raise EngineError(
             f"the launch asks for {asked} with {launched} process{'es' if launched != 1 else ''}, but accelerate set "
-            f"up {str(got).split('.')[-1].lower()} with {accelerator.num_processes}{reason}; nothing was trained"
+            f"up {str(got).split('.')[-1].lower()} with {accelerator.num_processes}; nothing was trained"
         )
     device = accelerator.device.type
     backend = accelerator.state.backend if accelerator.num_processes > 1 else None
     if wanted == "fsdp":
-        if plugin.activation_checkpointing:
-            raise EngineError("the accelerate config sets fsdp_activation_checkpointing: true; use "
-                              "`nextgpt train --gradient-checkpointing` instead (the same recomputation, any engine)")
         accelerator.nextgpt_fsdp_plugin = plugin
         engine = Engine("fsdp2", accelerator.num_processes, device, backend)
     elif wanted == "deepspeed":
