@@ -128,3 +128,24 @@ def test_fsdp1_config_under_accelerate_launch_is_one_error_line_once(dataset, tm
     assert len(ours) == 1 and "FSDP version 1" in ours[0], proc.stderr[-3000:]
     assert "nextgpt_core" not in proc.stderr.split("error: ")[0]  # no traceback of ours before the line
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_what_accelerate_set_up_is_compared_with_what_the_launch_asked(monkeypatch):
+    """The last guard: accelerate setting up another engine or process count (as `--gpu` without a GPU did: every
+    process alone) is one error line, whatever the cause."""
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    class Alone:  # what accelerate gave each process of a 2-process launch with cpu=False and no GPU
+        distributed_type = DistributedType.NO
+        num_processes = 1
+
+        def __init__(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(accelerate, "Accelerator", Alone)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(EngineError) as info:
+        make_accelerator(gpu=False, log_with=None, project_dir=".")
+    assert str(info.value) == ("the launch asks for DDP with 2 processes, but accelerate set up no with 1; nothing "
+                               "was trained")
