@@ -78,13 +78,12 @@ def save_checkpoint(
     with atomic_directory(directory, CHECKPOINT_FOLDER, overwrite=overwrite) as tmp:
         if "input_projectors" in parts:
             for name, proj in model.input_projectors.items():
-                proj.save_pretrained(tmp / "input_projectors" / name,
-                                     state_dict=_under(state, f"input_projectors.{name}."))
+                _save_component(proj, tmp / "input_projectors" / name, _under(state, f"input_projectors.{name}."))
         if "output_projectors" in parts:
             for key, projs in model.output_projectors.items():
                 for name, proj in projs.items():
-                    proj.save_pretrained(tmp / "output_projectors" / key / name,
-                                         state_dict=_under(state, f"output_projectors.{key}.{name}."))
+                    _save_component(proj, tmp / "output_projectors" / key / name,
+                                    _under(state, f"output_projectors.{key}.{name}."))
         if "lora" in parts:
             lora = lora_state_dict(model.llm) if state is None else {
                 k: v for k, v in (_under(state, "llm.") or {}).items() if "lora_" in k}
@@ -120,6 +119,15 @@ def save_checkpoint(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
+
+
+def _save_component(component: Component, directory: Path, state_dict: "dict[str, torch.Tensor] | None") -> None:
+    """``component.save_pretrained(directory)``, with the given tensors when there are some (a component class that
+    overrides ``save_pretrained`` without ``state_dict`` still saves as before when nothing is sharded)."""
+    if state_dict is None:
+        component.save_pretrained(directory)
+    else:
+        component.save_pretrained(directory, state_dict=state_dict)
 
 
 def _under(state: "Mapping[str, torch.Tensor] | None", prefix: str) -> "dict[str, torch.Tensor] | None":

@@ -901,11 +901,13 @@ class Trainer:
     def _check_resumable(self, directory: Path) -> None:
         """Read ``directory``'s trainer state and refuse, with one line, a state this run's engine cannot continue
         (before any weight is loaded). The state is kept for :meth:`_load_state`."""
+        import warnings
+
+        from ..checkpoint import read_manifest
         from ..errors import CheckpointError
 
-        # listed and hashed in the step's manifest since this version (verified when the weights load)
+        read_manifest(directory, verify=True)  # state.pt is listed and hashed there: a damaged file is named first
         path = directory / STATE_DIR / "state.pt"
-        import warnings
 
         try:
             with warnings.catch_warnings():  # torch warns about a damaged file's pickle protocol before failing
