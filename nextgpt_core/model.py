@@ -35,7 +35,7 @@ from nextgpt_registry import Registry, resolve_target
 from .composition import Composition, ResolvedComposition, ResolvedComponent, resolve_composition
 from .conversation import Conversation, Media, Part, Response, Text
 from .encoder_cache import EncoderCache
-from .errors import ConversationError, MediaError
+from .errors import ContextLengthError, ConversationError, MediaError
 from .generation import TextStreamer, run_generation
 from .interfaces import Decoder, Encoder, InputProjector, MediaIO, OutputProjector
 from .language_model import TokenTable, add_modality_tokens, build_language_model, derived_seed
@@ -301,7 +301,7 @@ class NextGPT(nn.Module):
         # before any tokenizing or embedding: a turn's text needs at least chars / (longest token) positions
         least = [sum(len(p.text) for p in t if isinstance(p, TextPiece)) // self._longest_token for t in turns]
         if least and least[-1] > budget:
-            raise ConversationError(
+            raise ContextLengthError(
                 f"the last turn needs at least {least[-1]} positions (its text alone), more than the context budget "
                 f"of {budget} ({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
             )
@@ -355,7 +355,7 @@ class NextGPT(nn.Module):
                 f"({limit} minus {max_new_tokens + 1} for the reply)"
             )
         if total > budget:
-            raise ConversationError(
+            raise ContextLengthError(
                 f"the last turn needs {total} positions, more than the context budget of {budget} "
                 f"({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
             )
@@ -412,6 +412,7 @@ class NextGPT(nn.Module):
         on_text: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
+        stop: Sequence[str] = (),
     ) -> Response:
         """Answer the conversation's last user turn with text and any generated media.
 
@@ -425,6 +426,8 @@ class NextGPT(nn.Module):
             should_stop: checked between steps and before each decoder run; returning ``True`` cancels the
                 request (a decoder already running finishes; the runs not yet decoded are dropped).
             on_media: called with each generated media part as soon as its decoder returns (streaming).
+            stop: stop strings of this request, added to the composition's (``prompt.stop``): the reply text
+                ends before the first one (a wanted run not yet produced is still produced).
 
         Returns:
             A :class:`Response` whose parts are the reply text and media in the order produced.
@@ -438,6 +441,7 @@ class NextGPT(nn.Module):
         gen = self.composition.generation
         max_new = max_new_tokens or gen.max_new_tokens
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        stops = tuple(dict.fromkeys([*self.composition.prompt.stop, *(s for s in stop if s)]))
         with torch.no_grad():  # inference: no autograd graph through the (trainable) input projectors
             embeds, notices = self.prepare_inputs(conversation, max_new)
         runs = {k: self.tokens.signals[k] for k in outputs}
@@ -448,7 +452,7 @@ class NextGPT(nn.Module):
                 caps=caps,
                 want=list(want),
                 eos_ids=[self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [],
-                stop_strings=self.composition.prompt.stop,
+                stop_strings=stops,
                 decode=self._stop_text,
                 max_new_tokens=max_new,
                 sample=gen.do_sample if do_sample is None else do_sample,
@@ -463,7 +467,7 @@ class NextGPT(nn.Module):
         streamer = None
         if on_text is not None:
             hidden = self.tokens.all_signal_ids | set(self.tokens.added.values())
-            streamer = TextStreamer(self.tokenizer, on_text, hidden, tuple(self.composition.prompt.stop))
+            streamer = TextStreamer(self.tokenizer, on_text, hidden, stops)
         result = run_generation(
             self.llm,
             embeds,
@@ -475,13 +479,15 @@ class NextGPT(nn.Module):
             streamer=streamer,
         )
         parts, dropped = self._assemble(
-            result.token_ids, result.runs, seed, decode_options or {}, should_stop=should_stop, on_media=on_media
+            result.token_ids, result.runs, seed, decode_options or {}, should_stop=should_stop, on_media=on_media,
+            stops=stops,
         )
         if dropped:
             result.cancelled = True
         if result.cancelled:
             notices.append("cancelled: generation stopped early; runs not completed were dropped")
-        return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled)
+        return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled,
+                        prompt_tokens=int(embeds.shape[1]))
 
     def _stop_text(self, ids: Sequence[int]) -> str:
         """The text stop strings are looked for in: ``ids`` decoded with the tokenizer's special tokens kept (a stop
@@ -493,9 +499,10 @@ class NextGPT(nn.Module):
     def _added_ids(self) -> frozenset[int]:
         return frozenset(self.tokens.added.values())
 
-    def _cut_at_stop(self, ids: list[int]) -> tuple[list[int], bool]:
-        """``(the ids before the first stop string, whether there was one)``; a stop string may be a special token."""
-        stops = [s for s in self.composition.prompt.stop if s]
+    def _cut_at_stop(self, ids: list[int], stops: Sequence[str] | None = None) -> tuple[list[int], bool]:
+        """``(the ids before the first stop string, whether there was one)``; a stop string may be a special token.
+        ``stops``: the stop strings (default: the composition's)."""
+        stops = [s for s in (self.composition.prompt.stop if stops is None else stops) if s]
         if not stops or not any(s in self._stop_text(ids) for s in stops):
             return ids, False
         lo, hi = 0, len(ids)  # the shortest prefix whose text holds a stop string is ids[:hi]
@@ -516,11 +523,12 @@ class NextGPT(nn.Module):
         *,
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
+        stops: Sequence[str] | None = None,
     ) -> tuple[list[Part], int]:
         """The reply parts in order (text between runs, each run decoded), and how many runs were not decoded
-        because ``should_stop()`` turned true."""
+        because ``should_stop()`` turned true. ``stops``: the stop strings (default: the composition's)."""
         signal = self.tokens.all_signal_ids
-        stops = self.composition.prompt.stop
+        stops = tuple(s for s in (self.composition.prompt.stop if stops is None else stops) if s)
         parts: list[Part] = []
         stopped = False
         cursor = 0
@@ -535,7 +543,7 @@ class NextGPT(nn.Module):
             if cut >= 0:
                 text, stopped = text[:cut], True
             else:  # a stop string that is a special token is only seen with special tokens kept
-                kept, stopped = self._cut_at_stop(clean)
+                kept, stopped = self._cut_at_stop(clean, stops)
                 if stopped:
                     text = self.tokenizer.decode(kept, skip_special_tokens=True)
             if text.strip():

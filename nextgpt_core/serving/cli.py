@@ -27,6 +27,8 @@ def serve(
     max_media_pixels: int = typer.Option(4096 * 4096, "--max-media-pixels", help="Largest picture / frame (width x height)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap on a request's max_tokens."),
     preload: bool = typer.Option(True, "--preload/--lazy-decoders", help="Load every decoder before serving."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="NEXTGPT_API_KEY", show_envvar=True,
+                                          help="Require `Authorization: Bearer <key>` on /v1/* (/health stays open)."),
 ) -> None:
     """Serve a composition over an OpenAI-compatible HTTP API (see docs/serving.md); the chat page is at /ui."""
     from ..cli import UsageProblem
@@ -48,7 +50,7 @@ def serve(
                            else f"--checkpoint {str(checkpoint)!r} {why}")
     config = ServeConfig(media_dir=media_dir, workers=workers, max_queue=max_queue, timeout_s=timeout,
                          max_upload_bytes=int(max_upload_mb * (1 << 20)), max_media_seconds=max_media_seconds,
-                         max_media_pixels=max_media_pixels, max_new_tokens=max_new_tokens)
+                         max_media_pixels=max_media_pixels, max_new_tokens=max_new_tokens, api_key=api_key)
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     from ..model import NextGPT
     from .app import create_app
@@ -59,5 +61,6 @@ def serve(
     if preload:
         model.load_decoders()
     app = create_app(model, config)
-    typer.echo(f"serving {model.composition.name!r} on http://{host}:{port} (chat page: /ui, media: {config.media_dir})", err=True)
+    key_note = ", API key required" if api_key is not None else ""
+    typer.echo(f"serving {model.composition.name!r} on http://{host}:{port} (chat page: /ui, media: {config.media_dir}{key_note})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

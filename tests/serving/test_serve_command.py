@@ -17,6 +17,7 @@ from nextgpt_core.cli import app
         (["--timeout", "0"], "timeout_s must be positive"),
         (["--composition", "no-such-composition"], "no-such-composition"),
         (["--checkpoint", "/no/such/folder"], "checkpoint folder not found"),
+        (["--api-key", " "], "api_key must not be empty"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(args, message, tmp_path):
