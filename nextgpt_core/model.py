@@ -54,6 +54,14 @@ def _build(component: ResolvedComponent, seed: int, name: str) -> Any:
         return klass.from_options(component.options)
 
 
+def decode_with(decoder: Decoder, key: str, conditioning: Mapping[str, torch.Tensor], *, seed: int,
+                options: Mapping[str, Any]) -> Media:
+    """One decoder call as :meth:`NextGPT.decode_conditioning` makes it (also run alone by a decoder deployment):
+    the generator seeded with ``seed``, the first output as the ``key`` medium."""
+    media = decoder(dict(conditioning), generator=torch.Generator().manual_seed(seed), **dict(options))
+    return Media(modality=key, data=media[0])
+
+
 class NextGPT(nn.Module):
     """An LLM with per-modality encoders, input projectors, output projectors and decoders.
 
@@ -413,6 +421,7 @@ class NextGPT(nn.Module):
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
         stop: Sequence[str] = (),
+        decode: Callable[[str, dict[str, torch.Tensor], int, Mapping[str, Any] | None], Media] | None = None,
     ) -> Response:
         """Answer the conversation's last user turn with text and any generated media.
 
@@ -428,6 +437,9 @@ class NextGPT(nn.Module):
             on_media: called with each generated media part as soon as its decoder returns (streaming).
             stop: stop strings of this request, added to the composition's (``prompt.stop``): the reply text
                 ends before the first one (a wanted run not yet produced is still produced).
+            decode: ``decode(modality, conditioning, seed, options) -> Media``, the decoder call of each run
+                (default: :meth:`decode_conditioning`, this model's own decoder); the Ray Serve backend makes it a
+                placeholder that a decoder deployment fills.
 
         Returns:
             A :class:`Response` whose parts are the reply text and media in the order produced.
@@ -480,7 +492,7 @@ class NextGPT(nn.Module):
         )
         parts, dropped = self._assemble(
             result.token_ids, result.runs, seed, decode_options or {}, should_stop=should_stop, on_media=on_media,
-            stops=stops,
+            stops=stops, decode=decode,
         )
         if dropped:
             result.cancelled = True
@@ -524,9 +536,11 @@ class NextGPT(nn.Module):
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
         stops: Sequence[str] | None = None,
+        decode: Callable[[str, dict[str, torch.Tensor], int, Mapping[str, Any] | None], Media] | None = None,
     ) -> tuple[list[Part], int]:
         """The reply parts in order (text between runs, each run decoded), and how many runs were not decoded
-        because ``should_stop()`` turned true. ``stops``: the stop strings (default: the composition's)."""
+        because ``should_stop()`` turned true. ``stops``: the stop strings (default: the composition's);
+        ``decode``: the decoder call (default: :meth:`decode_conditioning`)."""
         signal = self.tokens.all_signal_ids
         stops = tuple(s for s in (self.composition.prompt.stop if stops is None else stops) if s)
         parts: list[Part] = []
@@ -555,17 +569,20 @@ class NextGPT(nn.Module):
             add_text(token_ids[cursor : record.start])
             n = len(self.tokens.signals[record.modality])
             cursor = record.start + n
-            media = self.decode_run(record.modality, hidden, seed=seed + 1 + index, options=decode_options.get(record.modality))
+            options = decode_options.get(record.modality)
+            if decode is None:
+                media = self.decode_run(record.modality, hidden, seed=seed + 1 + index, options=options)
+            else:
+                media = decode(record.modality, self.project_run(record.modality, hidden), seed + 1 + index, options)
             parts.append(media)
             if on_media is not None:
                 on_media(media)
         add_text(token_ids[cursor:])
         return parts, 0
 
-    def decode_run(
-        self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None
-    ) -> Media:
-        """One completed signal run -> media: ``hidden (N, H)`` through the output projectors and the decoder."""
+    def project_run(self, key: str, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A completed signal run's hidden states ``(N, H)`` through the modality's output projectors: the decoder's
+        conditioning ``{name: (1, length, dim)}``."""
         signal_ids = torch.tensor(self.tokens.signals[key], device=self.device)
         with torch.no_grad():
             signal_embeds = self.llm.get_input_embeddings()(signal_ids).unsqueeze(0)
@@ -574,11 +591,22 @@ class NextGPT(nn.Module):
                 p = next(proj.parameters(), None)
                 dtype = p.dtype if p is not None else hidden.dtype
                 conditioning[name] = proj(hidden.unsqueeze(0).to(self.device, dtype), signal_embeds.to(dtype))
+        return conditioning
+
+    def decode_conditioning(
+        self, key: str, conditioning: Mapping[str, torch.Tensor], *, seed: int, options: Mapping[str, Any] | None = None
+    ) -> Media:
+        """The modality's decoder on ``conditioning`` (its generator seeded with ``seed``; ``options`` over the
+        modality's ``decode_options``)."""
         self.load_decoders([key])  # lazily: a decoder loads the first time a reply needs it
-        decoder = self.decoders[key]
-        merged = {**self.resolved.modalities[key].decode_options, **dict(options or {})}
-        media = decoder(conditioning, generator=torch.Generator().manual_seed(seed), **merged)
-        return Media(modality=key, data=media[0])
+        return decode_with(self.decoders[key], key, conditioning, seed=seed,
+                           options={**self.resolved.modalities[key].decode_options, **dict(options or {})})
+
+    def decode_run(
+        self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None
+    ) -> Media:
+        """One completed signal run -> media: ``hidden (N, H)`` through the output projectors and the decoder."""
+        return self.decode_conditioning(key, self.project_run(key, hidden), seed=seed, options=options)
 
     def load_decoders(self, keys: Iterable[str] | None = None) -> None:
         """Load decoders now instead of on first use (``keys``: which; default every output modality)."""
