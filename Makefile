@@ -44,6 +44,7 @@ benchmarks: test-plugins
 	$(BIN)/python benchmarks/training_targets.py
 	$(BIN)/python benchmarks/training_memory.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/serving_ray.py
 
 clean:
 	rm -rf $(VENV) build outputs .pytest_cache
