@@ -47,6 +47,7 @@ benchmarks: test-plugins
 	$(BIN)/python benchmarks/training_targets.py
 	$(BIN)/python benchmarks/training_memory.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/serving_ray.py
 	$(BIN)/python benchmarks/retrieval.py
 
 clean:

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,77 @@ def test_a_cancelled_request_skips_its_decoders(ray_model):
                                should_stop=lambda: True)  # e.g. the client went away at once
     assert reply.cancelled and not reply.media
     assert decoder.stats.remote().result()["calls"] == before
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "nextgpt-v0.yaml"])
+def test_each_serve_config_file_builds_the_application(name):
+    import yaml
+    from ray.serve import Application
+
+    from nextgpt_core.composition import builtin_compositions
+    from nextgpt_core.serving.ray_backend import APP_NAME, build_app
+    from nextgpt_core.serving.stages import LANGUAGE, StageSpec
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "ray" / name).read_text())
+    (app,) = config["applications"]
+    assert app["name"] == APP_NAME and app["import_path"] == "nextgpt_core.serving.ray_backend:build_app"
+    args = app["args"]
+    assert args["composition"] in builtin_compositions()
+    assert set(args["stages"]) == {LANGUAGE, *args["outputs"]}
+    assert all(StageSpec(**spec).replicas >= 1 for spec in args["stages"].values())  # no unknown keys
+    assert isinstance(build_app(args), Application)
+
+
+def test_the_command_attaches_to_a_running_application(ray_model, image_model, tmp_path):
+    """`nextgpt serve --backend ray --ray-address <cluster>` (the real command, a second Ray driver) finds the
+    application running and serves it; stopping it leaves the application running."""
+    import subprocess
+    import sys
+
+    import httpx
+    import ray
+
+    from .conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "NEXTGPT_LOAD_PLUGINS": "image"}
+    log = open(tmp_path / "server.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nextgpt_core.cli", "serve", "--backend", "ray", "--composition", "tiny",
+         "--ray-address", ray.get_runtime_context().gcs_address, "--port", str(port), "--media-dir", str(tmp_path / "m")],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (log.seek(0), log.read()[-3000:])[1]
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the ray front did not come up"
+            time.sleep(0.3)
+        body = {"messages": user("Draw."), "modalities": ["text", "image"], "seed": 3, "max_tokens": 8}
+        reply = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120).json()
+        from nextgpt_core import Conversation
+
+        local = image_model.generate(Conversation.from_prompt("Draw."), want=["image"], seed=3, max_new_tokens=8)
+        assert np.array_equal(_pixels(essence(reply)[0][-1][1]), np.asarray(local.media[0].data))
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            log.close()
+    assert ray_model.language.describe.remote().result()["outputs"] == ["image"]  # still running
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)))
