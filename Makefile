@@ -11,11 +11,13 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 .PHONY: install demo test test-plugins benchmarks toy-world clean
 
 # torch==2.13.0 first: an unpinned torch (or any range it does not satisfy) resolves to a multi-GB CUDA build.
+# DS_BUILD_OPS=0: deepspeed (train extra) installs without compiling its ops; the one a CPU run needs is compiled
+# on first use and kept in build/torch-extensions by the tests (TORCH_EXTENSIONS_DIR).
 $(VENV)/.installed: pyproject.toml registry/pyproject.toml constraints.txt $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e registry -e '.[test,serve,official,train,ann]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -c constraints.txt -e registry -e '.[test,serve,official,train,ann,ray]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
 install: $(VENV)/.installed
@@ -45,6 +47,7 @@ benchmarks: test-plugins
 	$(BIN)/python benchmarks/training_targets.py
 	$(BIN)/python benchmarks/training_memory.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/serving_ray.py
 	$(BIN)/python benchmarks/retrieval.py
 
 clean:

@@ -118,14 +118,20 @@ def server_call(url: str) -> Callable[[str, int], dict[str, Any]]:
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = httpx.Client(base_url=url, timeout=600)
-        body = {"model": "tiny", "messages": [{"role": "user", "content": prompt(i)}], "seed": i, "max_tokens": MAX_TOKENS}
+        body = {"model": "tiny", "messages": [{"role": "user", "content": prompt(i)}], "seed": i, "max_tokens": MAX_TOKENS,
+                "media_format": "url"}
         if KINDS[kind]:
             body["modalities"] = ["text", *KINDS[kind]]
         response = client.post("/v1/chat/completions", json=body)
         response.raise_for_status()
         reply = response.json()
         message = reply["choices"][0]["message"]
-        return {"text": message["content"], "tokens": reply["usage"]["completion_tokens"], "media": len(message["media"])}
+        content = message["content"]  # a string, or the parts in order when the reply holds media
+        if isinstance(content, str):
+            return {"text": content, "tokens": reply["usage"]["completion_tokens"], "media": 0}
+        text = " ".join(p["text"] for p in content if p["type"] == "text").strip()
+        return {"text": text, "tokens": reply["usage"]["completion_tokens"],
+                "media": sum(1 for p in content if p["type"] != "text")}
 
     return call
 

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
@@ -52,8 +52,15 @@ def save_checkpoint(
     parts: Iterable[str] = PARTS,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = True,
+    state: "Mapping[str, torch.Tensor] | None" = None,
+    token_rows: "Mapping[str, torch.Tensor] | None" = None,
 ) -> Path:
     """Write the chosen trainable ``parts`` of ``model`` to ``directory`` atomically; returns the path.
+
+    ``state`` and ``token_rows`` write given tensors instead of reading them from ``model``, for a model whose
+    parameters are sharded (FSDP2: its modules hold DTensor shards): ``state`` maps ``model.state_dict()`` names
+    of the projectors and LoRA tensors to full tensors; ``token_rows`` is ``{"ids", "embed_tokens"[, "lm_head"]}``
+    (:meth:`~nextgpt_core.training.trainable.TrainableSet.export_rows`).
 
     An existing checkpoint at ``directory`` is replaced when ``overwrite`` (else refused); a folder that is not a
     nextgpt checkpoint, or holds files its manifest does not list, is never replaced
@@ -71,23 +78,28 @@ def save_checkpoint(
     with atomic_directory(directory, CHECKPOINT_FOLDER, overwrite=overwrite) as tmp:
         if "input_projectors" in parts:
             for name, proj in model.input_projectors.items():
-                proj.save_pretrained(tmp / "input_projectors" / name)
+                _save_component(proj, tmp / "input_projectors" / name, _under(state, f"input_projectors.{name}."))
         if "output_projectors" in parts:
             for key, projs in model.output_projectors.items():
                 for name, proj in projs.items():
-                    proj.save_pretrained(tmp / "output_projectors" / key / name)
+                    _save_component(proj, tmp / "output_projectors" / key / name,
+                                    _under(state, f"output_projectors.{key}.{name}."))
         if "lora" in parts:
-            lora = lora_state_dict(model.llm)
+            lora = lora_state_dict(model.llm) if state is None else {
+                k: v for k, v in (_under(state, "llm.") or {}).items() if "lora_" in k}
             if lora:
                 (tmp / "lora").mkdir()
                 write_safetensors(lora, tmp / "lora" / "adapter.safetensors")
                 (tmp / "lora" / "config.json").write_text(model.composition.lora.model_dump_json(indent=2))
         if "token_rows" in parts and model.tokens.added:
-            ids = torch.tensor(model.tokens.new_ids)
-            rows = {"ids": ids, "embed_tokens": model.llm.get_input_embeddings().weight[ids]}
-            head = model.llm.get_output_embeddings()
-            if head is not None and head.weight.data_ptr() != model.llm.get_input_embeddings().weight.data_ptr():
-                rows["lm_head"] = head.weight[ids]
+            if token_rows is not None:
+                rows = dict(token_rows)
+            else:
+                ids = torch.tensor(model.tokens.new_ids)
+                rows = {"ids": ids, "embed_tokens": model.llm.get_input_embeddings().weight[ids]}
+                head = model.llm.get_output_embeddings()
+                if head is not None and head.weight.data_ptr() != model.llm.get_input_embeddings().weight.data_ptr():
+                    rows["lm_head"] = head.weight[ids]
             (tmp / "token_rows").mkdir()
             write_safetensors(rows, tmp / "token_rows" / "rows.safetensors")
             (tmp / "token_rows" / "config.json").write_text(json.dumps({"tokens": model.tokens.added}, indent=2))
@@ -107,6 +119,22 @@ def save_checkpoint(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
+
+
+def _save_component(component: Component, directory: Path, state_dict: "dict[str, torch.Tensor] | None") -> None:
+    """``component.save_pretrained(directory)``, with the given tensors when there are some (a component class that
+    overrides ``save_pretrained`` without ``state_dict`` still saves as before when nothing is sharded)."""
+    if state_dict is None:
+        component.save_pretrained(directory)
+    else:
+        component.save_pretrained(directory, state_dict=state_dict)
+
+
+def _under(state: "Mapping[str, torch.Tensor] | None", prefix: str) -> "dict[str, torch.Tensor] | None":
+    """The entries of ``state`` below ``prefix``, the prefix removed (``None`` when ``state`` is)."""
+    if state is None:
+        return None
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")

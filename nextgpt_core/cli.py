@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (NextGPTError, RegistryError, UsageProblem) as exc:
+            if getattr(exc, "same_on_every_process", False) and os.environ.get("RANK", "0") != "0":
+                raise typer.Exit(2) from None  # every process of the launch found it: the first one says it
             _fail(str(exc))
         except OSError as exc:
             if exc.errno not in _ENVIRONMENT_ERRNOS:
@@ -462,11 +465,15 @@ def train(
         raise UsageProblem(f"{', '.join(map(str, data))}: no usable samples ({loaded.report.summary()})")
     samples = _fitting_samples(model, loaded.samples, on_error)
     cache = TargetCache(targets) if targets is not None else None
-    result = Trainer(model, samples, cache, config, MediaLoader(model.registry), resume=resume,
-                     overwrite=overwrite, inputs=read).train()
+    trainer = Trainer(model, samples, cache, config, MediaLoader(model.registry), resume=resume,
+                      overwrite=overwrite, inputs=read)
+    result = trainer.train()
+    if not trainer.accelerator.is_main_process:  # under a launcher the first process reports for all
+        return
     for path in result.checkpoints:
         typer.echo(f"wrote {path}")
-    typer.echo(f"trained {result.step} steps; last loss {result.losses[-1]:.4f}" if result.losses else "nothing to train")
+    typer.echo(f"trained {result.step} steps ({trainer.engine.describe()}); last loss {result.losses[-1]:.4f}"
+               if result.losses else "nothing to train")
 
 
 # ---------------------------------------------------------------------------------------------- chat

@@ -156,6 +156,8 @@ class Response:
         seed: the seed used (pass it back to reproduce the reply).
         notices: things the user should know (turns dropped for the context budget, a cancelled request, ...).
         cancelled: the request was cancelled between steps; runs not completed were dropped.
+        prompt_tokens: the positions the prompt took in the LLM's input (text tokens and each media item's
+            projected tokens), after the context fitting; ``None`` when not known.
     """
 
     parts: list[Part]
@@ -163,6 +165,7 @@ class Response:
     seed: int | None = None
     notices: list[str] = field(default_factory=list)
     cancelled: bool = False
+    prompt_tokens: int | None = None
 
     @property
     def text(self) -> str:

@@ -10,6 +10,7 @@ __all__ = [
     "ConditioningError",
     "MediaError",
     "ConversationError",
+    "ContextLengthError",
     "WeightsNotFoundError",
     "DatasetError",
     "GalleryIndexError",
@@ -42,6 +43,11 @@ class MediaError(NextGPTError, ValueError):
 
 class ConversationError(NextGPTError, ValueError):
     """A malformed conversation (unknown modality, empty turn, bad role)."""
+
+
+class ContextLengthError(ConversationError):
+    """A conversation whose last turn alone does not fit the context budget (the LLM's context minus the reply's
+    ``max_new_tokens``)."""
 
 
 class WeightsNotFoundError(NextGPTError, FileNotFoundError):

@@ -95,20 +95,28 @@ class Component:
         """The module whose ``state_dict`` is saved (``self`` for ``nn.Module`` components)."""
         return self if isinstance(self, nn.Module) else None
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike[str], *, state_dict: Mapping[str, Any] | None = None) -> Path:
         """Write ``config.json`` (class + config) and ``model.safetensors`` atomically into ``directory``.
+
+        ``state_dict``: the tensors to write instead of the module's own ``state_dict()`` (the same keys): the full
+        tensors gathered from a sharded module (FSDP2), whose own ``state_dict()`` holds shards.
 
         An existing saved component there is replaced; any other non-empty folder is refused
         (:class:`~nextgpt_core.folders.OutputFolderError`)."""
         from .folders import COMPONENT
 
         directory = Path(directory)
+        module = self._state_module()
+        if state_dict is not None and module is not None:
+            own, given = set(module.state_dict()), set(state_dict)
+            if own != given:
+                raise ValueError(f"{type(self).__name__}: the given state_dict has keys {sorted(given ^ own)[:5]} that "
+                                 "the module does not, or lacks ones it has")
         with atomic_directory(directory, COMPONENT) as tmp:
             payload = {"target": _target_of(type(self)), "config": self.config.model_dump(mode="json")}
             (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-            module = self._state_module()
             if module is not None:
-                write_safetensors(module.state_dict(), tmp / WEIGHTS_FILE)
+                write_safetensors(dict(state_dict) if state_dict is not None else module.state_dict(), tmp / WEIGHTS_FILE)
         return directory
 
     @classmethod

@@ -35,7 +35,7 @@ from nextgpt_registry import Registry, resolve_target
 from .composition import Composition, ResolvedComposition, ResolvedComponent, resolve_composition
 from .conversation import Conversation, Media, Part, Response, Text
 from .encoder_cache import EncoderCache
-from .errors import ConversationError, MediaError
+from .errors import ContextLengthError, ConversationError, MediaError
 from .generation import TextStreamer, run_generation
 from .interfaces import Decoder, Encoder, InputProjector, MediaIO, OutputProjector, unwrap_decoded
 from .language_model import TokenTable, add_modality_tokens, build_language_model, derived_seed
@@ -52,6 +52,16 @@ def _build(component: ResolvedComponent, seed: int, name: str) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, name))
         return klass.from_options(component.options)
+
+
+def decode_with(decoder: Decoder, key: str, conditioning: Mapping[str, torch.Tensor], *, seed: int,
+                options: Mapping[str, Any], produced_by: str | None = None) -> Media:
+    """One decoder call as :meth:`NextGPT.decode_conditioning` makes it (also run alone by a decoder deployment):
+    the generator seeded with ``seed``, the first output as the ``key`` medium (``produced_by``: the decoder's
+    component id; ``details``: what the decoder reported with it, e.g. a retrieval decoder's gallery item)."""
+    item = decoder(dict(conditioning), generator=torch.Generator().manual_seed(seed), **dict(options))
+    data, details = unwrap_decoded(item[0])
+    return Media(modality=key, data=data, produced_by=produced_by, details=details)
 
 
 class NextGPT(nn.Module):
@@ -310,7 +320,7 @@ class NextGPT(nn.Module):
         # before any tokenizing or embedding: a turn's text needs at least chars / (longest token) positions
         least = [sum(len(p.text) for p in t if isinstance(p, TextPiece)) // self._longest_token for t in turns]
         if least and least[-1] > budget:
-            raise ConversationError(
+            raise ContextLengthError(
                 f"the last turn needs at least {least[-1]} positions (its text alone), more than the context budget "
                 f"of {budget} ({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
             )
@@ -364,7 +374,7 @@ class NextGPT(nn.Module):
                 f"({limit} minus {max_new_tokens + 1} for the reply)"
             )
         if total > budget:
-            raise ConversationError(
+            raise ContextLengthError(
                 f"the last turn needs {total} positions, more than the context budget of {budget} "
                 f"({limit} minus {max_new_tokens + 1} for the reply); shorten it or lower max_new_tokens"
             )
@@ -432,6 +442,8 @@ class NextGPT(nn.Module):
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
         decoders: Mapping[str, Sequence[str]] | None = None,
+        stop: Sequence[str] = (),
+        decode: Callable[..., Media] | None = None,
     ) -> Response:
         """Answer the conversation's last user turn with text and any generated media.
 
@@ -448,6 +460,11 @@ class NextGPT(nn.Module):
             on_media: called with each generated media part as soon as its decoder returns (streaming).
             decoders: ``{modality: [decoder id, ...]}``: which of a modality's decoders turn each of its runs into
                 media (one part each, in that order), instead of the composition's ``decode_with``.
+            stop: stop strings of this request, added to the composition's (``prompt.stop``): the reply text
+                ends before the first one (a wanted run not yet produced is still produced).
+            decode: ``decode(modality, conditioning, seed, options, decoder=decoder_id) -> Media``, the decoder call
+                of each run (default: :meth:`decode_conditioning`, this model's own decoder); the Ray Serve backend
+                makes it a placeholder that a decoder deployment fills.
 
         Returns:
             A :class:`Response` whose parts are the reply text and media in the order produced.
@@ -461,6 +478,7 @@ class NextGPT(nn.Module):
         gen = self.composition.generation
         max_new = max_new_tokens or gen.max_new_tokens
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        stops = tuple(dict.fromkeys([*self.composition.prompt.stop, *(s for s in stop if s)]))
         with torch.no_grad():  # inference: no autograd graph through the (trainable) input projectors
             embeds, notices = self.prepare_inputs(conversation, max_new)
         runs = {k: self.tokens.signals[k] for k in outputs}
@@ -471,7 +489,7 @@ class NextGPT(nn.Module):
                 caps=caps,
                 want=list(want),
                 eos_ids=[self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [],
-                stop_strings=self.composition.prompt.stop,
+                stop_strings=stops,
                 decode=self._stop_text,
                 max_new_tokens=max_new,
                 sample=gen.do_sample if do_sample is None else do_sample,
@@ -486,7 +504,7 @@ class NextGPT(nn.Module):
         streamer = None
         if on_text is not None:
             hidden = self.tokens.all_signal_ids | set(self.tokens.added.values())
-            streamer = TextStreamer(self.tokenizer, on_text, hidden, tuple(self.composition.prompt.stop))
+            streamer = TextStreamer(self.tokenizer, on_text, hidden, stops)
         result = run_generation(
             self.llm,
             embeds,
@@ -499,13 +517,14 @@ class NextGPT(nn.Module):
         )
         parts, dropped = self._assemble(
             result.token_ids, result.runs, seed, decode_options or {}, should_stop=should_stop, on_media=on_media,
-            decoders=decoders or {},
+            decoders=decoders or {}, stops=stops, decode=decode,
         )
         if dropped:
             result.cancelled = True
         if result.cancelled:
             notices.append("cancelled: generation stopped early; runs not completed were dropped")
-        return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled)
+        return Response(parts=parts, token_ids=result.token_ids, seed=seed, notices=notices, cancelled=result.cancelled,
+                        prompt_tokens=int(embeds.shape[1]))
 
     def _stop_text(self, ids: Sequence[int]) -> str:
         """The text stop strings are looked for in: ``ids`` decoded with the tokenizer's special tokens kept (a stop
@@ -517,9 +536,10 @@ class NextGPT(nn.Module):
     def _added_ids(self) -> frozenset[int]:
         return frozenset(self.tokens.added.values())
 
-    def _cut_at_stop(self, ids: list[int]) -> tuple[list[int], bool]:
-        """``(the ids before the first stop string, whether there was one)``; a stop string may be a special token."""
-        stops = [s for s in self.composition.prompt.stop if s]
+    def _cut_at_stop(self, ids: list[int], stops: Sequence[str] | None = None) -> tuple[list[int], bool]:
+        """``(the ids before the first stop string, whether there was one)``; a stop string may be a special token.
+        ``stops``: the stop strings (default: the composition's)."""
+        stops = [s for s in (self.composition.prompt.stop if stops is None else stops) if s]
         if not stops or not any(s in self._stop_text(ids) for s in stops):
             return ids, False
         lo, hi = 0, len(ids)  # the shortest prefix whose text holds a stop string is ids[:hi]
@@ -541,11 +561,14 @@ class NextGPT(nn.Module):
         should_stop: Callable[[], bool] | None = None,
         on_media: Callable[[Media], None] | None = None,
         decoders: Mapping[str, Sequence[str]] | None = None,
+        stops: Sequence[str] | None = None,
+        decode: Callable[..., Media] | None = None,
     ) -> tuple[list[Part], int]:
         """The reply parts in order (text between runs, each run decoded), and how many runs were not decoded
-        because ``should_stop()`` turned true."""
+        because ``should_stop()`` turned true. ``stops``: the stop strings (default: the composition's);
+        ``decode``: the decoder call (default: :meth:`decode_conditioning`)."""
         signal = self.tokens.all_signal_ids
-        stops = self.composition.prompt.stop
+        stops = tuple(s for s in (self.composition.prompt.stop if stops is None else stops) if s)
         parts: list[Part] = []
         stopped = False
         cursor = 0
@@ -560,7 +583,7 @@ class NextGPT(nn.Module):
             if cut >= 0:
                 text, stopped = text[:cut], True
             else:  # a stop string that is a special token is only seen with special tokens kept
-                kept, stopped = self._cut_at_stop(clean)
+                kept, stopped = self._cut_at_stop(clean, stops)
                 if stopped:
                     text = self.tokenizer.decode(kept, skip_special_tokens=True)
             if text.strip():
@@ -577,8 +600,12 @@ class NextGPT(nn.Module):
             for j, decoder_id in enumerate(chosen):
                 # options keyed by the decoder's id; the modality's own key holds its first decoder's
                 options = decode_options.get(decoder_id, decode_options.get(record.modality) if decoder_id == first else None)
-                media = self.decode_run(record.modality, hidden, seed=seed + 1 + index + 1000 * j, options=options,
-                                        decoder=decoder_id)
+                run_seed = seed + 1 + index + 1000 * j
+                if decode is None:
+                    media = self.decode_run(record.modality, hidden, seed=run_seed, options=options, decoder=decoder_id)
+                else:
+                    media = decode(record.modality, self.project_run(record.modality, hidden, decoder=decoder_id),
+                                   run_seed, options, decoder=decoder_id)
                 parts.append(media)
                 if on_media is not None:
                     on_media(media)
@@ -615,13 +642,9 @@ class NextGPT(nn.Module):
             raise ConversationError(f"modality {key!r} has no decoder {decoder!r}; it has "
                                     f"{', '.join(self.resolved.modalities[key].routes)}") from None
 
-    def decode_run(
-        self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None,
-        decoder: str | None = None,
-    ) -> Media:
-        """One completed signal run -> media: ``hidden (N, H)`` through the output projectors of decoder ``decoder``
-        (a component id; default the modality's first) and that decoder. The part's ``produced_by`` is the decoder's
-        id and ``details`` what the decoder reported (a retrieval decoder: which gallery item, its score)."""
+    def project_run(self, key: str, hidden: torch.Tensor, *, decoder: str | None = None) -> dict[str, torch.Tensor]:
+        """A completed signal run's hidden states ``(N, H)`` through the output projectors of decoder ``decoder`` (a
+        component id; default the modality's first): that decoder's conditioning ``{name: (1, length, dim)}``."""
         route = self.resolved.modalities[key].routes[decoder or self.resolved.modalities[key].decoder.id]  # type: ignore[union-attr]
         signal_ids = torch.tensor(self.tokens.signals[key], device=self.device)
         with torch.no_grad():
@@ -632,11 +655,30 @@ class NextGPT(nn.Module):
                 p = next(proj.parameters(), None)
                 dtype = p.dtype if p is not None else hidden.dtype
                 conditioning[spec.fills] = proj(hidden.unsqueeze(0).to(self.device, dtype), signal_embeds.to(dtype))
+        return conditioning
+
+    def decode_conditioning(
+        self, key: str, conditioning: Mapping[str, torch.Tensor], *, seed: int, options: Mapping[str, Any] | None = None,
+        decoder: str | None = None,
+    ) -> Media:
+        """Decoder ``decoder`` of modality ``key`` (a component id; default its first) on ``conditioning`` (its
+        generator seeded with ``seed``; ``options`` over that decoder's ``decode_options``). The part's
+        ``produced_by`` is the decoder's id and ``details`` what the decoder reported (a retrieval decoder: which
+        gallery item, its score)."""
+        route = self.resolved.modalities[key].routes[decoder or self.resolved.modalities[key].decoder.id]  # type: ignore[union-attr]
         self.load_decoders([key], decoders=[route.decoder.id])  # lazily: a decoder loads the first time a reply needs it
-        merged = {**route.decode_options, **dict(options or {})}
-        item = self.decoder_of(key, route.decoder.id)(conditioning, generator=torch.Generator().manual_seed(seed), **merged)
-        data, details = unwrap_decoded(item[0])
-        return Media(modality=key, data=data, produced_by=route.decoder.id, details=details)
+        return decode_with(self.decoder_of(key, route.decoder.id), key, conditioning, seed=seed,
+                           options={**route.decode_options, **dict(options or {})}, produced_by=route.decoder.id)
+
+    def decode_run(
+        self, key: str, hidden: torch.Tensor, *, seed: int, options: Mapping[str, Any] | None = None,
+        decoder: str | None = None,
+    ) -> Media:
+        """One completed signal run -> media: ``hidden (N, H)`` through the output projectors of decoder ``decoder``
+        (a component id; default the modality's first) and that decoder (:meth:`project_run`, then
+        :meth:`decode_conditioning`)."""
+        return self.decode_conditioning(key, self.project_run(key, hidden, decoder=decoder), seed=seed, options=options,
+                                        decoder=decoder)
 
     def load_decoders(self, keys: Iterable[str] | None = None, *, decoders: Iterable[str] | None = None) -> None:
         """Load decoders now instead of on first use (``keys``: which modalities, default every output modality;

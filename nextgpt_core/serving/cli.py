@@ -27,6 +27,13 @@ def serve(
     max_media_pixels: int = typer.Option(4096 * 4096, "--max-media-pixels", help="Largest picture / frame (width x height)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap on a request's max_tokens."),
     preload: bool = typer.Option(True, "--preload/--lazy-decoders", help="Load every decoder before serving."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="NEXTGPT_API_KEY", show_envvar=True,
+                                          help="Require `Authorization: Bearer <key>` on /v1/* (/health stays open)."),
+    backend: str = typer.Option("inprocess", "--backend", help="inprocess (one process) or ray (Ray Serve deployments per stage)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. auto) instead of starting one."),
+    ray_replicas: list[str] = typer.Option([], "--ray-replicas", help="STAGE=N replicas (stage: language or an output modality); repeatable."),
+    ray_cpus: list[str] = typer.Option([], "--ray-cpus", help="STAGE=CPUS per replica; repeatable."),
+    ray_gpus: list[str] = typer.Option([], "--ray-gpus", help="STAGE=GPUS per replica; repeatable."),
 ) -> None:
     """Serve a composition over an OpenAI-compatible HTTP API (see docs/serving.md); the chat page is at /ui."""
     from ..cli import UsageProblem
@@ -48,16 +55,41 @@ def serve(
                            else f"--checkpoint {str(checkpoint)!r} {why}")
     config = ServeConfig(media_dir=media_dir, workers=workers, max_queue=max_queue, timeout_s=timeout,
                          max_upload_bytes=int(max_upload_mb * (1 << 20)), max_media_seconds=max_media_seconds,
-                         max_media_pixels=max_media_pixels, max_new_tokens=max_new_tokens)
+                         max_media_pixels=max_media_pixels, max_new_tokens=max_new_tokens, api_key=api_key)
+    if backend not in ("inprocess", "ray"):
+        raise UsageProblem(f"--backend must be inprocess or ray, got {backend!r}")
+    if backend != "ray" and (ray_address or ray_replicas or ray_cpus or ray_gpus):
+        raise UsageProblem("--ray-* options need --backend ray")
+    from .stages import parse_stage_settings
+
+    stages = parse_stage_settings(ray_replicas, ray_cpus, ray_gpus)
     load_composition(composition)  # a malformed composition fails before anything heavy loads
-    from ..model import NextGPT
     from .app import create_app
 
-    model = NextGPT.from_composition(composition, checkpoint=checkpoint)
-    for note in model.resolved.notes:
-        typer.echo(f"note: {note}", err=True)
-    if preload:
-        model.load_decoders()
+    if backend == "ray":
+        try:
+            from . import ray_backend
+        except ImportError as exc:
+            raise UsageProblem(f"--backend ray needs the ray extra: pip install 'nextgpt-core[ray]' ({exc.name} is missing)") from None
+        model = ray_backend.deploy(composition, checkpoint=str(checkpoint) if checkpoint else None, stages=stages,
+                                   address=ray_address)
+    else:
+        from ..model import NextGPT
+
+        model = NextGPT.from_composition(composition, checkpoint=checkpoint)
+        for note in model.resolved.notes:
+            typer.echo(f"note: {note}", err=True)
+        if preload:
+            model.load_decoders()
     app = create_app(model, config)
-    typer.echo(f"serving {model.composition.name!r} on http://{host}:{port} (chat page: /ui, media: {config.media_dir})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    key_note = ", API key required" if api_key is not None else ""
+    typer.echo(f"serving {model.composition.name!r} on http://{host}:{port} (chat page: /ui, media: {config.media_dir}{key_note})", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if backend == "ray" and ray_address is None:  # the Ray started here goes with the server
+            import ray
+            from ray import serve
+
+            serve.shutdown()
+            ray.shutdown()

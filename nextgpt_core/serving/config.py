@@ -29,6 +29,8 @@ class ServeConfig:
             cancelled between steps; a decoder already running finishes in the background, its result discarded).
         max_new_tokens: upper bound on a request's ``max_tokens`` (``None``: the composition's budget).
         model_id: the model id of ``/v1/models`` (default: the composition's name).
+        api_key: when set, every ``/v1/...`` request must carry ``Authorization: Bearer <api_key>`` (compared in
+            constant time); ``/health``, the chat page and the OpenAPI schema stay open.
     """
 
     media_dir: Path | str
@@ -41,6 +43,7 @@ class ServeConfig:
     timeout_s: float = 120.0
     max_new_tokens: int | None = None
     model_id: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     extra_body_bytes: int = field(default=1 * MIB, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +56,8 @@ class ServeConfig:
         for name in ("max_media_seconds", "timeout_s"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"serve: {name} must be positive, got {getattr(self, name)}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("serve: api_key must not be empty")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"serve: max_new_tokens must be at least 1, got {self.max_new_tokens}")
 

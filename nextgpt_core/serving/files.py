@@ -30,7 +30,8 @@ _SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 @dataclass(frozen=True)
 class FileRecord:
     """One stored file: ``id``, size in ``bytes``, ``created_at`` (Unix seconds), the client's ``filename``
-    (display only), ``purpose`` (``"user_data"``, ``"output"``...), ``modality``, ``mime_type`` and ``suffix``."""
+    (display only), ``purpose`` (``"user_data"``, ``"output"``...), ``modality``, ``mime_type``, ``suffix`` and
+    ``created_ns`` (the creation time in nanoseconds, which orders the files of one second)."""
 
     id: str
     bytes: int
@@ -40,6 +41,7 @@ class FileRecord:
     modality: str
     mime_type: str
     suffix: str
+    created_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The OpenAI file object plus ``modality``, ``mime_type`` and the ``url`` of the content."""
@@ -87,9 +89,10 @@ class FileStore:
         path = Path(path)
         suffix = self._check_suffix(path.suffix)
         file_id = f"file-{uuid.uuid4().hex}"
-        record = FileRecord(id=file_id, bytes=path.stat().st_size, created_at=int(time.time()),
+        now = time.time_ns()
+        record = FileRecord(id=file_id, bytes=path.stat().st_size, created_at=now // 10**9,
                             filename=_display_name(filename), purpose=purpose, modality=modality,
-                            mime_type=mime_type, suffix=suffix)
+                            mime_type=mime_type, suffix=suffix, created_ns=now)
         with self._lock:
             meta = self.root / f"{file_id}.json"
             tmp_meta = self._tmp / f"{file_id}.json"
@@ -126,6 +129,25 @@ class FileStore:
         if path.parent != self.root or not path.is_file():
             raise ServingError(404, "file_not_found", f"no such file: {record.id!r}")
         return path
+
+    def records(self) -> list[FileRecord]:
+        """Every stored file's record, oldest first."""
+        out = []
+        for meta in self.root.glob("file-*.json"):
+            try:
+                out.append(self.get(meta.stem))
+            except ServingError:  # removed meanwhile, or not one of ours
+                continue
+        return sorted(out, key=lambda r: (r.created_ns or r.created_at * 10**9, r.id))
+
+    def delete(self, file_id: str) -> FileRecord:
+        """Remove a file and its metadata (404 when unknown). A request already reading it may then fail."""
+        with self._lock:
+            record = self.get(file_id)
+            path = self.root / f"{record.id}{self._check_suffix(record.suffix)}"
+            (self.root / f"{record.id}.json").unlink(missing_ok=True)  # metadata first: the id is gone at once
+            path.unlink(missing_ok=True)
+        return record
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("file-*.json"))

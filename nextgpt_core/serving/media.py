@@ -202,6 +202,14 @@ class MediaGateway:
         finally:
             self.store.discard(path)
 
+    def known_file(self, file_id: str | None) -> bool:
+        """Whether ``file_id`` names a file in the store."""
+        try:
+            self.store.get(file_id or "")
+        except ServingError:
+            return False
+        return True
+
     def from_file_id(self, file_id: str, modality: str | None = None) -> Media:
         """A stored file as an input (its modality, or ``modality`` when that modality reads its suffix)."""
         record = self.store.get(file_id)
@@ -249,19 +257,6 @@ class MediaGateway:
                                        mime_type=self.mime_for(key, suffix))
         finally:
             self.store.discard(path)
-
-    def part_json(self, record: FileRecord, inline: bool, source: Media | None = None) -> dict[str, Any]:
-        """The reply's media part for a stored file (``data`` base64 when ``inline``; ``produced_by`` and ``details``:
-        which decoder made it, generation or retrieval, when ``source``, the generated part, says)."""
-        media: dict[str, Any] = {"modality": record.modality, "file_id": record.id, "url": f"/v1/files/{record.id}/content",
-                                 "mime_type": record.mime_type}
-        if source is not None and source.produced_by:
-            media["produced_by"] = source.produced_by
-            if source.details:
-                media["details"] = {k: v for k, v in source.details.items() if k != "file"}  # no server paths
-        if inline:
-            media["data"] = base64.b64encode(self.store.path(record).read_bytes()).decode("ascii")
-        return {"type": "media", "media": media}
 
 
 def _strip_path(message: str, path: Path) -> str:

@@ -6,26 +6,43 @@ from typing import Any
 
 from ..conversation import Conversation, Media, Text, Turn
 from ..errors import ConversationError
+from .dialect import PART_MODALITY
 from .errors import ServingError
 from .media import MediaGateway
-from .schemas import ChatMessage, FilePart, ImageURLPart, InputAudioPart, MediaPart, TextPart
+from .schemas import (AudioURLPart, ChatMessage, FilePart, ImageURLPart, InputAudioPart, MediaPart, MediaURL, TextPart,
+                      VideoURLPart)
 
 __all__ = ["to_conversation"]
 
-IMAGE, AUDIO = "image", "audio"  # the modalities OpenAI's own part types name
-
 
 def to_conversation(messages: list[ChatMessage], gateway: MediaGateway) -> tuple[Conversation, list[str]]:
-    """Build the conversation (media decoded and checked); returns it and notices (ignored system messages).
+    """Build the conversation (media decoded and checked); returns it and notices (ignored system messages,
+    names, image details).
 
-    Consecutive messages of the same role are merged into one turn. Raises :class:`ServingError` (400, 413, 415)."""
+    Consecutive messages of the same role are merged into one turn. An assistant message's ``audio`` (OpenAI's
+    reply field, sent back as returned) is an input at the place of its ``audio_url`` part, or after the
+    message's content when it has none. Raises :class:`ServingError` (400, 404, 413, 415)."""
     notices: list[str] = []
     turns: list[Turn] = []
     for index, message in enumerate(messages):
         if message.role in ("system", "developer"):
             notices.append(f"messages[{index}]: {message.role} messages are ignored (the composition sets the prompt)")
             continue
-        parts = _parts(message, index, gateway)
+        if message.name:
+            notices.append(f"messages[{index}].name is ignored")
+        if message.refusal:
+            raise ServingError(400, "unsupported_parameter", f"messages[{index}].refusal: this server makes no refusals; "
+                               "send it as text", param=f"messages[{index}].refusal")
+        if message.tool_calls:
+            raise ServingError(400, "unsupported_parameter", f"messages[{index}].tool_calls: tools are not supported",
+                               param=f"messages[{index}].tool_calls")
+        if message.audio is not None and message.role != "assistant":
+            raise ServingError(400, "invalid_content", f"messages[{index}].audio belongs to assistant messages; send a "
+                               "user's audio as an input_audio part", param=f"messages[{index}].audio")
+        used: set[str] = set()
+        parts = _parts(message, index, gateway, notices, used)
+        if message.audio is not None and message.audio.id not in used:
+            parts.append(_audio_field(message, index, gateway))
         if not parts:
             raise ServingError(400, "empty_message", f"messages[{index}] has no content", param=f"messages[{index}]")
         if turns and turns[-1].role == message.role:
@@ -37,7 +54,7 @@ def to_conversation(messages: list[ChatMessage], gateway: MediaGateway) -> tuple
     return Conversation(turns), notices
 
 
-def _parts(message: ChatMessage, index: int, gateway: MediaGateway) -> list[Any]:
+def _parts(message: ChatMessage, index: int, gateway: MediaGateway, notices: list[str], used: set[str]) -> list[Any]:
     content = message.content
     if content is None:
         return []
@@ -47,7 +64,7 @@ def _parts(message: ChatMessage, index: int, gateway: MediaGateway) -> list[Any]
     for j, part in enumerate(content):
         where = f"messages[{index}].content[{j}]"
         try:
-            item = _part(part, where, gateway)
+            item = _part(part, where, gateway, notices, used)
         except ConversationError as exc:
             raise ServingError(400, "invalid_content", f"{where}: {exc}", param=where) from None
         except ServingError as exc:
@@ -59,17 +76,50 @@ def _parts(message: ChatMessage, index: int, gateway: MediaGateway) -> list[Any]
     return out
 
 
-def _part(part: Any, where: str, gateway: MediaGateway) -> Text | Media | None:
+def _audio_field(message: ChatMessage, index: int, gateway: MediaGateway) -> Media:
+    """An assistant message's ``audio``: its stored file (``id``), else its ``data``."""
+    audio = message.audio
+    assert audio is not None
+    where = f"messages[{index}].audio"
+    if gateway.known_file(audio.id):
+        return gateway.from_file_id(audio.id, PART_MODALITY["audio_url"])
+    if audio.data:
+        key = PART_MODALITY["audio_url"]
+        data = gateway.decode_base64(audio.data, f"{where}.data")
+        return gateway.from_bytes(data, key, gateway.suffix_for(key, fmt=audio.format or None))
+    raise ServingError(404, "file_not_found", f"{where}: no such audio {audio.id[:80]!r} (and no data)", param=where)
+
+
+def _url_part(ref: MediaURL, modality: str, where: str, gateway: MediaGateway, notices: list[str], used: set[str]) -> Media:
+    gateway.spec(modality)  # a modality the model does not read is named before the URL is looked at
+    if ref.detail not in (None, "auto"):
+        notices.append(f"{where}: detail {ref.detail!r} has no effect (media are encoded at the encoder's resolution)")
+    if ref.file_id and gateway.known_file(ref.file_id):  # a reply's part sent back: its stored file
+        used.add(ref.file_id)
+        return gateway.from_file_id(ref.file_id, modality)
+    media = _from_url(ref.url, modality, where, gateway)
+    if media.path is not None:
+        used.add(media.path.stem)
+    return media
+
+
+def _part(part: Any, where: str, gateway: MediaGateway, notices: list[str], used: set[str]) -> Text | Media | None:
     if isinstance(part, TextPart):
         return Text(part.text) if part.text.strip() else None
     if isinstance(part, ImageURLPart):
-        return _from_url(part.image_url.url, IMAGE, where, gateway)
+        return _url_part(part.image_url, PART_MODALITY["image_url"], where, gateway, notices, used)
+    if isinstance(part, VideoURLPart):
+        return _url_part(part.video_url, PART_MODALITY["video_url"], where, gateway, notices, used)
+    if isinstance(part, AudioURLPart):
+        return _url_part(part.audio_url, PART_MODALITY["audio_url"], where, gateway, notices, used)
     if isinstance(part, InputAudioPart):
+        key = PART_MODALITY["input_audio"]
         data = gateway.decode_base64(part.input_audio.data, f"{where} input_audio.data")
-        return gateway.from_bytes(data, AUDIO, gateway.suffix_for(AUDIO, fmt=part.input_audio.format))
+        return gateway.from_bytes(data, key, gateway.suffix_for(key, fmt=part.input_audio.format))
     if isinstance(part, FilePart):
         ref = part.file
         if ref.file_id:
+            used.add(ref.file_id)
             return gateway.from_file_id(ref.file_id)
         if ref.file_data:
             mime, data = gateway.parse_data_url(ref.file_data, f"{where} file.file_data")
@@ -78,20 +128,22 @@ def _part(part: Any, where: str, gateway: MediaGateway) -> Text | Media | None:
         raise ServingError(400, "invalid_content", f"{where}: a file part needs file_id or file_data")
     if isinstance(part, MediaPart):
         ref = part.media
-        if bool(ref.data) == bool(ref.file_id or ref.url):
-            raise ServingError(400, "invalid_content", f"{where}: a media part needs either data or file_id / url")
-        if ref.file_id:
-            if ref.url and gateway.own_file_id(ref.url) != ref.file_id:
+        if ref.file_id and gateway.known_file(ref.file_id):  # a reply's part sent back (it may also hold data)
+            if ref.url and gateway.own_file_id(ref.url) not in (None, ref.file_id):
                 raise ServingError(400, "invalid_content", f"{where}: file_id and url name different files")
+            used.add(ref.file_id)
             return gateway.from_file_id(ref.file_id, ref.modality)
+        if ref.data:
+            if ref.data.startswith("data:"):
+                mime, data = gateway.parse_data_url(ref.data, f"{where} media.data")
+                return gateway.from_bytes(data, ref.modality, gateway.suffix_for(ref.modality, fmt=ref.format, mime=mime))
+            data = gateway.decode_base64(ref.data, f"{where} media.data")
+            return gateway.from_bytes(data, ref.modality, gateway.suffix_for(ref.modality, fmt=ref.format))
+        if ref.file_id:
+            return gateway.from_file_id(ref.file_id, ref.modality)  # unknown: 404 file_not_found
         if ref.url:
             return _from_url(ref.url, ref.modality, where, gateway)
-        assert ref.data is not None
-        if ref.data.startswith("data:"):
-            mime, data = gateway.parse_data_url(ref.data, f"{where} media.data")
-            return gateway.from_bytes(data, ref.modality, gateway.suffix_for(ref.modality, fmt=ref.format, mime=mime))
-        data = gateway.decode_base64(ref.data, f"{where} media.data")
-        return gateway.from_bytes(data, ref.modality, gateway.suffix_for(ref.modality, fmt=ref.format))
+        raise ServingError(400, "invalid_content", f"{where}: a media part needs data, file_id or url")
     raise ServingError(400, "invalid_content", f"{where}: unsupported part")  # pragma: no cover - pydantic rejects first
 
 

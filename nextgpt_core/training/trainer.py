@@ -1,8 +1,11 @@
 """The training loop of the three NExT-GPT stages: exact trainable sets, seeded resumable data order, atomic
 checkpoints with the full trainer state, a progress bar and JSONL metrics.
 
-One :class:`Trainer` runs one stage. It uses :class:`accelerate.Accelerator` (``cpu=True`` by default) so the same
-code can later run under ``accelerate launch``; today it is tested single-process only.
+One :class:`Trainer` runs one stage, alone or in every process of an ``accelerate launch``: DDP, FSDP2 or DeepSpeed
+ZeRO-2, whichever the launch's config asks for (:mod:`nextgpt_core.training.engines`; an engine the run cannot use
+is an error, never a silent fallback). The batch is built from the samples inside the wrapped module's forward, and
+every process runs the same graph (the projectors a shard has no data for run on zeros at weight 0), so sharded
+parameters are only read where the engine holds them whole and every engine reduces the same gradients.
 
 Output folder layout::
 
@@ -12,12 +15,17 @@ Output folder layout::
         manifest.json, input_projectors/, output_projectors/, lora/, token_rows/
                                            the model checkpoint (nextgpt_core.checkpoint format; loads with
                                            ``NextGPT.from_composition(..., checkpoint=<output_dir>/step-<k>)``)
-        trainer_state/state.pt             optimizer, scheduler, RNG states (torch, python, numpy, data order), step
-        trainer_state/state.json           the same step / epoch / position and the config, readable
+        trainer_state/state.pt             optimizer (alone / DDP: its state_dict; FSDP2: the distributed-checkpoint
+                                           full state, by parameter name), scheduler, each process's RNG states
+                                           (torch, python, numpy, data order), step, the engine
+        trainer_state/state.json           the same step / epoch / position, engine and config, readable
+        trainer_state/deepspeed/           DeepSpeed runs: DeepSpeed's own checkpoint (each process's optimizer part)
 
 A ``step-<k>`` folder exists only once everything in it is written: a crash while writing leaves the previous
 checkpoint untouched and no half-written ``step-<k>`` (only a hidden ``.step-<k>.tmp-*`` that is removed on the
-way out of the failing block). ``resume=True`` continues from the highest complete ``step-<k>``.
+way out of the failing block). ``resume=True`` continues from the highest complete ``step-<k>``: a step written
+alone, under DDP or FSDP2 resumes under any of these three (any process count); a DeepSpeed step under DeepSpeed with
+the same ZeRO stage and process count; anything else is refused with one line.
 
 Loss: ``lm_loss + l2_weight * sum(signal_l2_losses)`` (stages 2 and 3, and any stage whose samples carry targets
 when ``l2_weight > 0``) ``+ denoise_weight * sum(denoising losses)`` (optional, off by default); stage 1 is the LM
@@ -53,6 +61,7 @@ from .losses import (
     signal_projections,
     signal_span_counts,
 )
+from .engines import Engine
 from .trainable import TrainableSet, apply_stage
 
 if TYPE_CHECKING:
@@ -98,7 +107,8 @@ class TrainConfig(BaseModel):
         progress: show a progress bar (tqdm if installed, else a plain line every ``log_every`` steps).
         log_every: steps between plain progress lines (no tqdm).
         max_length: longest sequence (``build_example``'s ``max_length``; ``None``: the model's limit).
-        cpu: run on CPU (``Accelerator(cpu=True)``); set ``False`` for GPUs (``--gpu``).
+        cpu: run on the CPU (gloo between processes); ``False`` for GPUs (``--gpu``, refused when none is
+            visible). The engine (DDP, FSDP2, DeepSpeed) comes from the launch (``accelerate launch --config_file``).
         gradient_checkpointing: recompute the LLM's activations in the backward pass (Hugging Face
             ``gradient_checkpointing_enable(use_reentrant=False)``): less memory, more compute.
         log_with: experiment trackers through accelerate (``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ...; each
@@ -281,9 +291,8 @@ class Trainer:
         trackers: Sequence[Any] = (),
         inputs: Sequence[Any] = (),
     ) -> None:
-        from accelerate import Accelerator, DistributedDataParallelKwargs
-
         from ..folders import TRAIN_RUN, check_output_folder
+        from .engines import make_accelerator
 
         if not len(dataset_samples):
             raise ValueError("Trainer needs at least one sample")
@@ -301,13 +310,9 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         _check_trackers(config.log_with)
         log_with = [*config.log_with, *trackers]
-        self.accelerator = Accelerator(
-            cpu=config.cpu,
-            log_with=log_with or None,
-            project_dir=str(self.output_dir),
-            # a batch may hold no sample of some modality: its projector / rows get no gradient this step
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        # the engine the launch asks for, or one error line: never a silent fallback to another engine
+        self.accelerator, self.engine = make_accelerator(gpu=not config.cpu, log_with=log_with,
+                                                         project_dir=str(self.output_dir))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             _start_run_folder(self.output_dir, config, overwrite=overwrite, resume=resume, inputs=inputs)
@@ -324,25 +329,55 @@ class Trainer:
             _enable_gradient_checkpointing(model)
         self.resume_dir = find_latest_checkpoint(self.output_dir) if resume else None
         if self.resume_dir is not None:
+            self._check_resumable(self.resume_dir)
             self._load_weights(self.resume_dir)
         if self.accelerator.is_main_process:
             print(self.trainable.table(), file=sys.stderr)
+            print(f"engine: {self.engine.describe()}", file=sys.stderr, flush=True)
             self.trainable.save(self.output_dir / "trainable.json")
 
-        params = [p for _, p in self.trainable.named_parameters()]
-        optimizer = torch.optim.AdamW(
-            params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
-        )
         self.steps_per_epoch = math.ceil(len(self.samples) / config.batch_size)
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
         warmup = config.warmup_steps if config.warmup_steps is not None else max(10, int(0.1 * self.total_steps))
         self.warmup_steps = min(warmup, self.total_steps)
+        share = math.ceil(config.batch_size / self.world_size)  # the most samples a process gets in one step
+        self.micro_batch = min(config.micro_batch_size or share, share)
+        # micro-batches every process runs per step (the same count everywhere: the same graph on every rank, and
+        # DeepSpeed's fixed gradient_accumulation_steps); a process with fewer samples runs weight-0 fillers
+        self.micro_batches = math.ceil(share / self.micro_batch)
+        self.model.to(self.accelerator.device)
+        # the forward (the batch built from the samples, the LLM, the losses) as one module: every parameter is
+        # read inside its forward, which DDP / FSDP2 / DeepSpeed wrap
+        loss_module = _LossModule(self)
+        names = [name for name, _ in self.trainable.named_parameters()]
+        if self.engine.name == "fsdp2":
+            from .engines import fsdp2_shard
+
+            self._frozen_saved = self._frozen_checkpoint_tensors() if self.accelerator.is_main_process else {}
+            fsdp2_shard(loss_module, self.accelerator.nextgpt_fsdp_plugin, self.accelerator.device,
+                        self.accelerator.mixed_precision)
+        live = dict(loss_module.named_parameters())
+        # the trained parameters as the module holds them now (FSDP2 replaced them with DTensor shards)
+        self._params = [live[f"model.{name}"] for name in names]
+        optimizer = torch.optim.AdamW(
+            self._params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        )
         # the scheduler is stepped by hand once per optimizer step (accelerate's prepared scheduler would step it
         # once per process)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(s))
-        self.model.to(self.accelerator.device)
-        # under DDP / FSDP / DeepSpeed the forward must go through the wrapped module: _LossModule is that forward
-        self.loss_module, self.optimizer = self.accelerator.prepare(_LossModule(self), optimizer)
+        if self.engine.name == "fsdp2":
+            self.loss_module, self.optimizer = loss_module, optimizer
+        else:
+            if self.engine.name == "deepspeed":
+                from .engines import configure_deepspeed
+
+                configure_deepspeed(
+                    self.accelerator.state.deepspeed_plugin.deepspeed_config, micro_batch=self.micro_batch,
+                    micro_batches=self.micro_batches, processes=self.world_size, grad_clip=config.grad_clip,
+                    settings=f"--batch-size {config.batch_size} over {self.world_size} processes in micro-batches "
+                             f"of {self.micro_batch}",
+                )
+            self.loss_module, self.optimizer = self.accelerator.prepare(loss_module, optimizer)
 
         # data order: a permutation per epoch drawn from order_generator; position = next index in it
         self.step = 0
@@ -372,6 +407,12 @@ class Trainer:
             text += (f"; dropped {self.dropped_metrics_rows} metrics row(s) of later steps from "
                      f"{self.config.metrics_file} (they are run again)")
         return text
+
+    @property
+    def forward_module(self) -> Any:
+        """The module the loss forwards go through: the engine's wrapper (DDP, FSDP2), or for DeepSpeed the module
+        itself, whose graph :meth:`_ordered_surrogate` differentiates before handing the gradients to DeepSpeed."""
+        return self.loss_module.module if self.engine.name == "deepspeed" else self.loss_module
 
     @property
     def world_size(self) -> int:
@@ -411,26 +452,35 @@ class Trainer:
         t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
         return self.accelerator.reduce(t, reduction="sum").tolist()
 
-    def _global_counts(self, batches: Sequence[Any], empty: bool) -> tuple[float, dict[str, float], dict[str, float]]:
-        """Labelled tokens, signal spans per modality and target media per modality over ``batches`` on every
-        process (the denominators that make the losses the mean of the whole global batch)."""
+    def _local_counts(self, examples: Sequence[Any]) -> dict[str, Any]:
+        """Labelled tokens, signal spans per modality, target media per modality and truncated samples of
+        ``examples`` (this process's part of the denominators that make the losses the global batch's means)."""
         modalities = sorted(self.model.output_projectors)
-        tokens, spans, media = 0, {m: 0 for m in modalities}, {m: 0 for m in modalities}
-        if not empty:
-            for batch in batches:
-                tokens += lm_token_count(batch.labels)
-                for m, c in (signal_span_counts(batch) if self.use_l2 else {}).items():
-                    spans[m] += c
-                for m, c in (_media_span_counts(batch) if self.use_denoise else {}).items():
-                    media[m] += c
+        spans, media = {m: 0 for m in modalities}, {m: 0 for m in modalities}
+        tokens = 0
+        for example in examples:
+            tokens += lm_token_count(example.labels)
+            for m, c in (signal_span_counts(example) if self.use_l2 else {}).items():
+                spans[m] += c
+            for m, c in (_media_span_counts(example) if self.use_denoise else {}).items():
+                media[m] += c
+        return {"tokens": tokens, "spans": spans, "media": media, "truncated": sum(e.truncated for e in examples)}
+
+    def _global_counts(self, local: Mapping[str, Any]) -> tuple[float, dict[str, float], dict[str, float]]:
+        """``local`` counts (:meth:`_local_counts`) added up over every process: (labelled tokens, ``{modality:
+        signal spans}``, ``{modality: target media}``)."""
+        modalities = sorted(self.model.output_projectors)
         n = len(modalities)
-        totals = self._reduce_sum([float(tokens)] + [float(spans[m]) for m in modalities] + [float(media[m]) for m in modalities])
+        totals = self._reduce_sum([float(local["tokens"])] + [float(local["spans"][m]) for m in modalities]
+                                  + [float(local["media"][m]) for m in modalities])
         return totals[0], dict(zip(modalities, totals[1 : 1 + n])), dict(zip(modalities, totals[1 + n :]))
 
-    def _losses(self, batch: Any, counts: tuple[float, dict[str, float], dict[str, float]], weight: float) -> dict[str, Any]:
-        """Forward one (micro-)batch: its loss sums divided by the global ``counts`` (see :meth:`compute_losses`)."""
+    def _losses(self, sums: Sequence[Any], counts: tuple[float, dict[str, float], dict[str, float]],
+                weight: float) -> dict[str, Any]:
+        """A (micro-)batch's loss ``sums`` (the loss module's output) divided by the global ``counts`` (see
+        :meth:`compute_losses`)."""
         global_tokens, global_spans, global_media = counts
-        lm_sum, l2_sums, dn_sums = self.loss_module(batch)
+        lm_sum, l2_sums, dn_sums = sums[0], sums[1], sums[2]
         lm = lm_sum * weight / max(global_tokens, 1.0)
         # every modality with a span anywhere in the global batch, on every process (the same keys everywhere)
         zero = lm_sum.new_zeros(())
@@ -462,36 +512,104 @@ class Trainer:
         Alone (one process) these are the batch means. Under several processes each process forwards its shard
         and the losses are its shard's SUMS divided by the GLOBAL counts (labelled tokens; signal spans per
         modality), so that adding them over processes gives exactly the single-process mean of the global batch;
-        ``"backward"`` is the value to differentiate (times ``world_size``: DDP averages gradients).
+        ``"backward"`` is the value to differentiate (times ``world_size``: the engines average gradients).
         """
-        batch = collate_batch(self._examples(samples))
-        return self._losses(batch, self._global_counts([batch], False), 1.0)
+        sums = self.forward_module(list(samples))
+        return self._losses(sums, self._global_counts(sums[3]), 1.0)
 
-    def _forward_backward(self, samples: Sequence[TrainingSample], *, empty: bool = False) -> dict[str, Any]:
+    def _forward_backward(self, samples: Sequence[TrainingSample], filler: TrainingSample) -> dict[str, Any]:
         """One optimizer step's forward and backward passes over this process's ``samples``, in micro-batches of
-        ``config.micro_batch_size`` whose gradients add up (DDP synchronises only after the last). Every
-        micro-batch is normalised by the counts of the whole global batch, so the gradient equals that of one
-        big batch. Returns the step's losses as floats (this process's part; :meth:`train` adds the processes)."""
+        ``micro_batch`` whose gradients add up. Every micro-batch is normalised by the counts of the whole global
+        batch, so the gradient equals that of one big batch. With several processes (or DeepSpeed) every process
+        runs :attr:`micro_batches` forwards, the missing ones on ``filler`` at weight 0, so every process runs the
+        same graph the same number of times. Returns the step's losses as floats (this process's part;
+        :meth:`train` adds the processes)."""
         import contextlib
 
         acc = self.accelerator
-        examples = self._examples(samples)
-        truncated = 0 if empty else sum(e.truncated for e in examples)
-        size = self.config.micro_batch_size or len(examples)
-        batches = [collate_batch(examples[i : i + size]) for i in range(0, len(examples), size)]
-        counts = self._global_counts(batches, empty)
-        out: dict[str, Any] = {"loss": 0.0, "lm": 0.0, "l2": {}, "denoise": {}, "truncated": float(truncated)}
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            with contextlib.nullcontext() if last else acc.no_sync(self.loss_module):
-                parts = self._losses(batch, counts, 0.0 if empty else 1.0)
-                acc.backward(parts["backward"])
+        deepspeed = self.engine.name == "deepspeed"
+        size = self.micro_batch
+        chunks = [list(samples[i : i + size]) for i in range(0, len(samples), size)]
+        runs: list[tuple[list[TrainingSample], float]] = [(c, 1.0) for c in chunks]
+        wanted = self.micro_batches if (self.world_size > 1 or deepspeed) else max(len(chunks), 1)
+        runs += [([filler], 0.0)] * (wanted - len(runs))
+        counts = None
+        local: dict[str, Any] = {"truncated": 0}
+        if len(runs) > 1:  # the denominators of the whole step first: the layout of every sample, no gradient
+            with torch.no_grad():
+                local = self.forward_module(list(samples) or [filler], weight=1.0 if samples else 0.0, count_only=True)
+            counts = self._global_counts(local)
+        out: dict[str, Any] = {"loss": 0.0, "lm": 0.0, "l2": {}, "denoise": {}, "truncated": float(local["truncated"])}
+        for i, (chunk, weight) in enumerate(runs):
+            last = i == len(runs) - 1
+            ddp_no_sync = not last and not deepspeed and self.engine.name != "fsdp2"
+            with acc.no_sync(self.loss_module) if ddp_no_sync else contextlib.nullcontext():
+                sums = self.forward_module(chunk, weight=weight)
+                if counts is None:  # one micro-batch: its own counts are the step's
+                    counts = self._global_counts(sums[3])
+                    out["truncated"] = float(sums[3]["truncated"])
+                parts = self._losses(sums, counts, weight)
+                if deepspeed:  # DeepSpeed accumulates and steps its optimizer after the last micro-batch itself
+                    acc.sync_gradients = last
+                    acc.backward(self._ordered_surrogate(parts["backward"]), scale_wrt_gas=False)
+                else:
+                    acc.backward(parts["backward"])
             out["loss"] += float(parts["loss"].detach())
             out["lm"] += float(parts["lm"].detach())
             for group in ("l2", "denoise"):
                 for m, v in parts[group].items():
                     out[group][m] = out[group].get(m, 0.0) + float(v.detach())
         return out
+
+    def _ordered_surrogate(self, loss: torch.Tensor) -> torch.Tensor:
+        """A loss whose backward gives every trained parameter ``loss``'s gradient (zeros where it has none),
+        all becoming ready in one fixed order (the trainer's parameter order), the same on every process.
+
+        DeepSpeed ZeRO-2 copies each gradient into its reduction bucket when the gradient is ready and reduces the
+        bucket by position: when the processes' graphs differ (one holds a modality's samples, another only its
+        weight-0 run), their gradients become ready in different orders and the reduction silently adds up the
+        wrong gradients. ``torch.autograd.grad`` computes them first, on the graph of the module's own forward
+        (:attr:`forward_module`, which DeepSpeed does not hook); the surrogate ``sum((p * g).sum())``, computed
+        by the engine's forward, then hands them over in the same order everywhere (its gradient for ``p`` is
+        ``g`` exactly)."""
+        grads = torch.autograd.grad(loss, self._params, allow_unused=True)
+        grads = [(g if g is not None else torch.zeros_like(p)).detach() for p, g in zip(self._params, grads)]
+        # through the engine's forward, whose output hooks start DeepSpeed's backward bookkeeping
+        return self.loss_module(grads=grads)
+
+    def _module_forward(self, samples: Sequence[TrainingSample], weight: float = 1.0,
+                        count_only: bool = False) -> Any:
+        """What the loss module's forward does (so every parameter is read inside it): build and collate the
+        examples, run the LLM, return ``(LM loss sum, {modality: L2 sum}, {modality: denoising sum}, counts)``
+        (:meth:`_local_counts`; all zero at ``weight`` 0), or only the counts with ``count_only``.
+
+        Every trained projector runs, on zeros at weight 0 when the batch has nothing for it, so every process
+        builds the same graph whatever its shard holds (FSDP2 and DeepSpeed reduce gradients by position in a flat
+        buffer: a parameter without a gradient on one process and with one on another corrupts the reduction).
+        """
+        examples = self._examples(samples)
+        counts = self._local_counts(examples if weight else [])
+        if count_only:
+            return counts
+        lm_sum, l2, dn = self._forward_sums(collate_batch(examples))
+        return lm_sum + self._same_graph_terms(lm_sum), l2, dn, counts
+
+    def _same_graph_terms(self, like: torch.Tensor) -> torch.Tensor:
+        """``0 *`` the outputs of every projector the stage trains, run on zeros: a zero that puts each of them in
+        the graph (their gradient from it is exactly 0)."""
+        stage = self.trainable.stage
+        total = like.new_zeros(())
+        if stage.input_projectors:
+            for proj in self.model.input_projectors.values():
+                p = next(proj.parameters())
+                total = total + proj(p.new_zeros(1, 1, proj.config.in_dim)).sum() * 0.0
+        if stage.output_projectors:
+            for projs in self.model.output_projectors.values():
+                for proj in projs.values():
+                    p = next(proj.parameters())
+                    x = p.new_zeros(1, proj.config.num_signal_tokens, proj.config.in_dim)
+                    total = total + proj(x, x).sum() * 0.0
+        return total
 
     def _forward_sums(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The LLM forward of a collated batch: (LM loss sum, ``{modality: L2 sum}``, ``{modality: denoising
@@ -579,12 +697,12 @@ class Trainer:
                 started = time.perf_counter()
                 indices = self._next_indices()
                 mine = self.shard(indices)
-                if mine:
-                    parts = self._forward_backward([self.samples[i] for i in mine])
-                else:  # fewer samples than processes in this batch: forward one at weight 0 (DDP needs a forward)
-                    parts = self._forward_backward([self.samples[indices[0]]], empty=True)
-                if cfg.grad_clip:
-                    acc.clip_grad_norm_([p for _, p in self.trainable.named_parameters()], cfg.grad_clip)
+                # fewer samples than processes in this batch: forward one at weight 0 (every process runs the graph)
+                parts = self._forward_backward([self.samples[i] for i in mine], self.samples[indices[0]])
+                if cfg.grad_clip and self.engine.name == "fsdp2":
+                    torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)  # DTensor shards: a global norm
+                elif cfg.grad_clip and self.engine.name != "deepspeed":  # DeepSpeed clips inside its step
+                    acc.clip_grad_norm_(self._params, cfg.grad_clip)
                 lr = self.scheduler.get_last_lr()[0]
                 self.optimizer.step()
                 self.scheduler.step()
@@ -633,57 +751,140 @@ class Trainer:
                            start_step=self.start_step)
 
     # -- checkpoints
-    def _state(self) -> dict[str, Any]:
+    def _gathered_rng(self) -> list[dict[str, Any]]:
+        """Every process's random state (``gather_object``: a collective), in process order."""
+        mine = _rng_state(self.order_generator)
+        if self.world_size == 1:
+            return [mine]
+        from accelerate.utils import gather_object
+
+        return list(gather_object([mine]))
+
+    def _optimizer_state(self) -> tuple[str, Any]:
+        """``(format, state)`` of the optimizer for ``state.pt``: ``"torch"`` (its own ``state_dict()``, alone and
+        under DDP), ``"fsdp2-full"`` (the distributed-checkpoint API's full state, keyed by parameter name: a
+        collective; rank 0 gets it), ``"deepspeed"`` (``None`` here: DeepSpeed writes its per-process files)."""
+        if self.engine.name == "deepspeed":
+            return "deepspeed", None
+        if self.engine.name == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return "fsdp2-full", get_optimizer_state_dict(self.loss_module, self.optimizer, options=options)
+        return "torch", self.optimizer.state_dict()
+
+    def _state(self, rngs: list[dict[str, Any]], optimizer: tuple[str, Any]) -> dict[str, Any]:
         return {
             "step": self.step,
             "epoch": self.epoch,
             "position": self.position,
             "order": torch.tensor(self.order, dtype=torch.long),
-            # sharded optimizers (FSDP, DeepSpeed) hold a part per process: not saved, and such a step cannot resume
-            "optimizer": None if self.sharded else self.optimizer.state_dict(),
-            "resumable": not self.sharded,
+            "optimizer_format": optimizer[0],
+            "optimizer": optimizer[1],
+            "resumable": True,
+            "engine": self.engine.to_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(self.order_generator),
+            "rng": rngs[0],
+            "rng_per_process": rngs,
             "config": self.config.model_dump(mode="json"),
         }
 
+    def _frozen_checkpoint_tensors(self) -> dict[str, Any]:
+        """Copies of what a checkpoint holds that this stage does not train (projectors of the other side, their
+        buffers, the added tokens' rows), taken before FSDP2 shards the model: they cannot change, and a
+        checkpoint is then written from them and the gathered trained tensors."""
+        trained = {name for name, _ in self.trainable.named_parameters()}
+        tensors = {
+            name: t.detach().to("cpu", copy=True)
+            for name, t in self.model.state_dict(keep_vars=True).items()
+            if name not in trained and (name.startswith(("input_projectors.", "output_projectors."))
+                                        or (name.startswith("llm.") and "lora_" in name))
+        }
+        rows = self.trainable.export_rows()
+        if rows is None and self.model.tokens.added:
+            ids = torch.tensor(self.model.tokens.new_ids)
+            embed, head = self.model.llm.get_input_embeddings(), self.model.llm.get_output_embeddings()
+            rows = {"ids": ids, "embed_tokens": embed.weight[ids].detach().cpu().clone()}
+            if head is not None and head.weight is not embed.weight:
+                rows["lm_head"] = head.weight[ids].detach().cpu().clone()
+        return {"tensors": tensors, "rows": rows}
+
+    def _gathered_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None] | None:
+        """FSDP2: the trained tensors gathered whole with the distributed-checkpoint API (``get_model_state_dict``,
+        full state dict, frozen parameters left out; a collective), merged on rank 0 with the frozen copies into
+        ``(state, token_rows)`` for :func:`~nextgpt_core.checkpoint.save_checkpoint`. ``None`` on the other
+        processes and for the other engines (their model holds whole parameters)."""
+        if self.engine.name != "fsdp2":
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        full = get_model_state_dict(self.loss_module, options=options)
+        if not self.accelerator.is_main_process:
+            return None
+        full = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
+        state = {**self._frozen_saved["tensors"],
+                 **{k: v for k, v in full.items() if not k.startswith("trainable_rows.")}}
+        rows = self._frozen_saved["rows"]
+        trained = self.trainable.rows
+        if rows is not None and trained is not None:
+            rows = {k: v.clone() for k, v in rows.items()}
+            where = {int(i): j for j, i in enumerate(rows["ids"].tolist())}
+            embed = full.get("trainable_rows.embed_rows")
+            head = embed if trained.tied else full.get("trainable_rows.head_rows")
+            for key, ids, values in (("embed_tokens", trained.embed_ids, embed), ("lm_head", trained.head_ids, head)):
+                if values is None or key not in rows:
+                    continue
+                for k, i in enumerate(ids.tolist()):
+                    rows[key][where[i]] = values[k].to(rows[key].dtype)
+        return state, rows
+
     def save_checkpoint(self) -> Path:
         """Write ``<output_dir>/step-<step>/`` atomically: the model checkpoint (trained rows merged first) and the
-        trainer state. Returns the folder."""
+        trainer state. Returns the folder.
+
+        Every process takes part (gathering sharded tensors, random states, DeepSpeed's per-process optimizer
+        files); rank 0 writes the model checkpoint and ``trainer_state/``, and swaps the folder into place."""
+        import contextlib
+
         from ..checkpoint import add_to_manifest, save_checkpoint
 
+        acc = self.accelerator
         target = self.output_dir / f"step-{self.step}"
-        with self._full_parameters():
-            if self.accelerator.is_main_process:
-                self.trainable.merge()
-                with atomic_directory(target, CHECKPOINT) as tmp:
-                    save_checkpoint(self.model, tmp, metadata={"stage": self.config.stage, "step": self.step})
-                    _write_trainer_state(self._state(), tmp / STATE_DIR)
-                    add_to_manifest(tmp, [f"{STATE_DIR}/state.pt", f"{STATE_DIR}/state.json"])
-        self.accelerator.wait_for_everyone()  # no process runs ahead of (or resumes from) a half-written step
+        rngs = self._gathered_rng()
+        weights = self._gathered_weights()
+        optimizer = self._optimizer_state()
+        metadata = {"stage": self.config.stage, "step": self.step, "engine": self.engine.describe()}
+        with contextlib.ExitStack() as stack:
+            tmp: Path | None = None
+            if acc.is_main_process:
+                tmp = stack.enter_context(atomic_directory(target, CHECKPOINT))
+                if weights is None:
+                    self.trainable.merge()
+                    save_checkpoint(self.model, tmp, metadata=metadata)
+                else:
+                    save_checkpoint(self.model, tmp, metadata=metadata, state=weights[0], token_rows=weights[1])
+            extra: list[str] = []
+            if self.engine.name == "deepspeed":  # every process writes its part of the optimizer state
+                from accelerate.utils import broadcast_object_list
+
+                tmp = Path(broadcast_object_list([str(tmp) if tmp is not None else None])[0])
+                self.loss_module.save_checkpoint(str(tmp / STATE_DIR / _DEEPSPEED_DIR), tag=_DEEPSPEED_TAG,
+                                                 save_latest=False, exclude_frozen_parameters=True)
+                acc.wait_for_everyone()
+                extra = sorted(str(f.relative_to(tmp)) for f in (tmp / STATE_DIR / _DEEPSPEED_DIR).rglob("*")
+                               if f.is_file())
+            if acc.is_main_process:
+                assert tmp is not None
+                _write_trainer_state(self._state(rngs, optimizer), tmp / STATE_DIR)
+                add_to_manifest(tmp, [f"{STATE_DIR}/state.pt", f"{STATE_DIR}/state.json", *extra])
+        acc.wait_for_everyone()  # no process runs ahead of (or resumes from) a half-written step
         return target
 
     @property
     def sharded(self) -> bool:
-        """Parameters or optimizer state are split across processes (FSDP, DeepSpeed): not run on our machines."""
-        from accelerate.utils import DistributedType
-
-        return self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-    def _full_parameters(self) -> Any:
-        """A context in which rank 0 holds every parameter whole: FSDP's ``summon_full_params`` (collective, so
-        every process enters it); nothing to do alone, under DDP or DeepSpeed ZeRO-2 (parameters are replicated)."""
-        import contextlib
-
-        from accelerate.utils import DistributedType
-
-        if self.accelerator.distributed_type != DistributedType.FSDP:
-            return contextlib.nullcontext()
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        return FullyShardedDataParallel.summon_full_params(
-            self.loss_module, writeback=False, rank0_only=True, offload_to_cpu=True
-        )
+        """Parameters, gradients or optimizer state are split across processes (FSDP2, DeepSpeed)."""
+        return self.engine.sharded
 
     def _load_weights(self, directory: Path) -> None:
         """Load the model checkpoint, then refresh the row-training copies from the loaded matrices."""
@@ -697,12 +898,16 @@ class Trainer:
                 if rows.head_rows is not None and not rows.tied:
                     rows.head_rows.copy_(head.weight[rows.head_ids])
 
-    def _load_state(self, directory: Path) -> None:
+    def _check_resumable(self, directory: Path) -> None:
+        """Read ``directory``'s trainer state and refuse, with one line, a state this run's engine cannot continue
+        (before any weight is loaded). The state is kept for :meth:`_load_state`."""
+        import warnings
+
+        from ..checkpoint import read_manifest
         from ..errors import CheckpointError
 
-        # listed and hashed in the step's manifest since this version, so _load_weights has verified it
+        read_manifest(directory, verify=True)  # state.pt is listed and hashed there: a damaged file is named first
         path = directory / STATE_DIR / "state.pt"
-        import warnings
 
         try:
             with warnings.catch_warnings():  # torch warns about a damaged file's pickle protocol before failing
@@ -714,35 +919,109 @@ class Trainer:
         needed = ("optimizer", "scheduler", "step", "epoch", "position", "order", "rng")
         if not isinstance(state, dict) or any(k not in state for k in needed):
             raise CheckpointError(f"{path}: not a trainer state (needs {', '.join(needed)})")
-        if state.get("optimizer") is None or self.sharded:
-            raise CheckpointError(
-                f"{directory}: cannot resume here: "
-                + ("the run was sharded (FSDP / DeepSpeed) and its optimizer state was not saved"
-                   if state.get("optimizer") is None else "resuming FSDP / DeepSpeed runs is not supported yet")
-                + "; start a new run from its weights instead (`nextgpt train --checkpoint <step folder>`)"
-            )
-        self.optimizer.load_state_dict(state["optimizer"])
+        fmt = state.get("optimizer_format", "torch" if state.get("optimizer") is not None else None)
+        written = state.get("engine") or {}
+        by = (f"{Engine(**written).describe()}" if written else "an earlier version")
+        hint = "; start a new run from its weights instead (`nextgpt train --checkpoint <step folder>`)"
+        if fmt is None:
+            raise CheckpointError(f"{directory}: cannot resume here: the run ({by}) did not save its optimizer state"
+                                  + hint)
+        if fmt == "deepspeed" or self.engine.name == "deepspeed":
+            same = (fmt == "deepspeed" and self.engine.name == "deepspeed"
+                    and written.get("processes") == self.world_size
+                    and written.get("zero_stage") == self.engine.zero_stage)
+            if not same:
+                raise CheckpointError(
+                    f"{directory}: cannot resume it as {self.engine.describe()}: it was written by {by}, and "
+                    "DeepSpeed's optimizer state is its own per-process files: resume a DeepSpeed run with the same "
+                    "ZeRO stage and process count, and other runs without DeepSpeed" + hint
+                )
+        self._resume_state = state
+
+    def _load_state(self, directory: Path) -> None:
+        """Continue from ``directory``'s trainer state (read by :meth:`_check_resumable`): optimizer (each engine
+        its way), scheduler, data order and each process's random state."""
+        state = self._resume_state
+        fmt = state.get("optimizer_format", "torch")
+        names = [f"model.{name}" for name, _ in self.trainable.named_parameters()]
+        if self.engine.name == "deepspeed":
+            loaded, _ = self.loss_module.load_checkpoint(
+                str(directory / STATE_DIR / _DEEPSPEED_DIR), tag=_DEEPSPEED_TAG, load_module_strict=False,
+                load_optimizer_states=True, load_lr_scheduler_states=False)
+            if loaded is None:
+                from ..errors import CheckpointError
+
+                raise CheckpointError(f"{directory}: DeepSpeed could not read its optimizer state there")
+        elif self.engine.name == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            full = state["optimizer"] if fmt == "fsdp2-full" else _named_optimizer_state(state["optimizer"], names)
+            set_optimizer_state_dict(self.loss_module, self.optimizer, optim_state_dict=full,
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            native = state["optimizer"] if fmt == "torch" else _indexed_optimizer_state(state["optimizer"], names)
+            self.optimizer.load_state_dict(native)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         self.order = state["order"].tolist()
-        _set_rng_state(state["rng"], self.order_generator)
+        per_process = state.get("rng_per_process") or []
+        mine = self.accelerator.process_index
+        _set_rng_state(per_process[mine] if len(per_process) == self.world_size else state["rng"],
+                       self.order_generator)
+
+
+_DEEPSPEED_DIR = "deepspeed"
+"""Folder in ``trainer_state/`` of a DeepSpeed run's own checkpoint (its per-process optimizer partitions)."""
+_DEEPSPEED_TAG = "zero"
+
+
+def _named_optimizer_state(native: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """A torch optimizer ``state_dict()`` (parameters by position) keyed by parameter name instead, as the
+    distributed-checkpoint API's full optimizer state (positions follow the trainer's parameter order)."""
+    return {
+        "state": {names[int(i)]: v for i, v in native["state"].items()},
+        "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in native["param_groups"]],
+    }
+
+
+def _indexed_optimizer_state(named: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The inverse of :func:`_named_optimizer_state`."""
+    index = {n: i for i, n in enumerate(names)}
+    return {
+        "state": {index[n]: v for n, v in named["state"].items()},
+        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in named["param_groups"]],
+    }
 
 
 class _LossModule(torch.nn.Module):
-    """The trainer's forward as a module, so ``accelerator.prepare`` can wrap it (DDP, FSDP, DeepSpeed).
+    """The trainer's forward as a module, so the engines can wrap it (DDP, FSDP2, DeepSpeed).
 
-    Its only submodule is the model (every trainable parameter, the row copies included); ``forward(batch)``
-    returns ``(LM loss sum, {modality: L2 sum}, {modality: denoising sum})`` of a collated
-    :class:`~nextgpt_core.training.collate.Batch`.
+    Its only submodule is the model (every trainable parameter, the row copies included). ``forward(samples,
+    weight=1.0, count_only=False)`` builds the batch from the samples *inside* the forward (embedding lookups,
+    encoders and input projectors read parameters that FSDP2 holds whole only during the forward) and returns
+    ``(LM loss sum, {modality: L2 sum}, {modality: denoising sum}, counts)`` (see :meth:`Trainer._module_forward`).
     """
 
     def __init__(self, trainer: Trainer) -> None:
         super().__init__()
         self.model = trainer.model
-        self._forward_sums = trainer._forward_sums  # a bound method: not a submodule, no cycle in the module tree
+        self._run = trainer._module_forward  # a bound method: not a submodule, no cycle in the module tree
+        self._trained = [p for _, p in trainer.trainable.named_parameters()]  # a list: not registered again
+        # DeepSpeed's "auto" sizes read model.config; FSDP's default wrap policy reads _no_split_modules
+        self.config = getattr(trainer.model.llm, "config", None)
+        self._no_split_modules = next(
+            (list(m._no_split_modules) for m in trainer.model.llm.modules() if getattr(m, "_no_split_modules", None)), []
+        )
 
-    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        return self._forward_sums(batch)
+    def forward(self, samples: Sequence[Any] = (), weight: float = 1.0, count_only: bool = False,
+                grads: Sequence[torch.Tensor] | None = None) -> Any:
+        if grads is not None:  # Trainer._ordered_surrogate: sum((p * g).sum()) over the trained parameters
+            total = None
+            for p, g in zip(self._trained, grads):
+                term = (p * g).sum()
+                total = term if total is None else total + term
+            return total
+        return self._run(samples, weight, count_only)
 
 
 def _enable_gradient_checkpointing(model: NextGPT) -> None:
@@ -756,10 +1035,11 @@ def _enable_gradient_checkpointing(model: NextGPT) -> None:
         config.use_cache = False
 
 
-def _media_span_counts(batch: Any) -> dict[str, int]:
-    """``{modality: signal spans with a target media file}`` (the denominators of the denoising loss)."""
+def _media_span_counts(example: Any) -> dict[str, int]:
+    """``{modality: signal spans with a target media file}`` of a training example (the denominators of the
+    denoising loss)."""
     counts: dict[str, int] = {}
-    for spans in batch.signal_spans:
+    for spans in [example.signal_spans]:
         for span in spans:
             if span.media_path is not None:
                 counts[span.modality] = counts.get(span.modality, 0) + 1
@@ -842,5 +1122,5 @@ def _write_trainer_state(state: dict[str, Any], directory: Path) -> None:
     """``state.pt`` (everything, ``torch.save``) and ``state.json`` (step, epoch, position, config) in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / "state.pt")
-    summary = {k: state[k] for k in ("step", "epoch", "position", "resumable", "config")}
+    summary = {k: state[k] for k in ("step", "epoch", "position", "resumable", "engine", "optimizer_format", "config")}
     (directory / "state.json").write_text(json.dumps(summary, indent=2) + "\n")

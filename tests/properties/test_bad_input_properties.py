@@ -189,15 +189,20 @@ def api(tmp_path_factory):
         yield client
 
 
-_part = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "input_audio", "file", "media", "video"])},
+_part = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "input_audio", "file", "media", "video",
+                                                        "video_url", "audio_url"])},
                               optional={"text": _scalars, "image_url": _row_values, "input_audio": _row_values,
-                                        "file": _row_values, "media": _row_values})
+                                        "file": _row_values, "media": _row_values, "video_url": _row_values,
+                                        "audio_url": _row_values})
 _message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", 3])},
-                                 optional={"content": st.one_of(_scalars, st.lists(_part, max_size=3))})
+                                 optional={"content": st.one_of(_scalars, st.lists(_part, max_size=3)),
+                                           "audio": _row_values, "name": _scalars})
 _body = st.fixed_dictionaries({}, optional={"messages": st.one_of(st.lists(_message, max_size=3), _scalars),
                                             "modalities": st.one_of(st.lists(st.text(max_size=8), max_size=2), _scalars),
                                             "seed": _scalars, "stream": _scalars, "max_tokens": _scalars,
-                                            "model": _scalars, "media_format": _scalars})
+                                            "model": _scalars, "media_format": _scalars, "stop": _scalars,
+                                            "stream_options": _row_values, "audio": _row_values, "n": _scalars,
+                                            "presence_penalty": _scalars, "user": _scalars, "foo": _scalars})
 
 
 @settings(**SETTINGS)

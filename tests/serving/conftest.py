@@ -33,6 +33,16 @@ def image_model(image_registry):
 
 
 @pytest.fixture(scope="session")
+def av_model(media_registry):
+    """`tiny` with the real image, video and audio plugins: every OpenAI part type in and out (built once)."""
+    from nextgpt_core import NextGPT
+
+    model = NextGPT.from_composition("tiny", registry=media_registry)
+    model.load_decoders()
+    return model
+
+
+@pytest.fixture(scope="session")
 def media_registry():
     """The real image, video and audio plugins (their readers; for limits that need a duration)."""
     from nextgpt_registry import Registry

@@ -55,7 +55,8 @@ def test_decoder_calls_never_share_the_scheduler(image_model):
 
 def request(i: int) -> dict:
     """Distinct seeds; every other request asks for an image."""
-    body = {"messages": user(f"Request number {i}: tell me something."), "seed": 1000 + i, "max_tokens": 10}
+    body = {"messages": user(f"Request number {i}: tell me something."), "seed": 1000 + i, "max_tokens": 10,
+            "media_format": "url"}
     if i % 2 == 0:
         body["modalities"] = ["text", "image"]
     return body
@@ -63,8 +64,13 @@ def request(i: int) -> dict:
 
 def outcome(client: httpx.Client, reply: dict) -> tuple:
     message = reply["choices"][0]["message"]
-    images = tuple(np.asarray(Image.open(io.BytesIO(client.get(p["media"]["url"]).content))).tobytes() for p in message["media"])
-    return message["content"], reply["usage"]["completion_tokens"], reply["choices"][0]["finish_reason"], images
+    content = message["content"]
+    if isinstance(content, str):
+        return content, reply["usage"]["completion_tokens"], reply["choices"][0]["finish_reason"], ()
+    text = " ".join(p["text"] for p in content if p["type"] == "text")
+    images = tuple(np.asarray(Image.open(io.BytesIO(client.get(p["image_url"]["url"]).content))).tobytes()
+                   for p in content if p["type"] == "image_url")
+    return text, reply["usage"]["completion_tokens"], reply["choices"][0]["finish_reason"], images
 
 
 def test_twenty_concurrent_requests_equal_each_request_alone(image_model, live_server):

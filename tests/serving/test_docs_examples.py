@@ -89,19 +89,27 @@ def test_curl_examples(served):
     first, second = examples("curl")
     out = run(["bash", "-e"], served, first)
     assert '"status":"ok"' in out and '"id":"tiny"' in out
-    generated = served["work"] / "generated.png"
-    assert generated.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("generated.png", "circle.png"):
+        assert (served["work"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     out = run(["bash", "-e"], served, second)
     assert '"object":"chat.completion"' in out and '"object":"chat.completion.chunk"' in out
-    assert out.rstrip().endswith("data: [DONE]") and '"media":[{"type":"media"' in out
+    assert '"modality":"image"' in out and '"image_url":{"url":"http://127.0.0.1:' in out
+    assert '"choices":[],"usage":{"prompt_tokens":' in out  # stream_options.include_usage
+    assert '"deleted":true' in out and '"object":"list"' in out
 
 
 def test_openai_sdk_examples(served):
     first, second = examples("python")
     out = run([sys.executable, "-"], served, first)
-    assert "models: ['tiny']" in out and re.search(r"saved image image/png \d+ bytes", out)
+    assert "model: tiny" in out and re.search(r"saved image image/png \d+ bytes", out)
+    assert re.search(r"usage: \d+ \+ \d+ = \d+", out) and re.search(r"second reply: (stop|length) \d+ prompt tokens", out)
+    assert "images: [True, True]" in out
+    assert (served["work"] / "drawn.png").read_bytes()[:4] == b"\x89PNG"
     out = run([sys.executable, "-"], served, second)
     assert re.search(r"uploaded: file-[0-9a-f]{32} image", out)
-    assert "media ready: /v1/files/file-" in out and re.search(r"finish: (stop|length) seed: 3", out)
+    assert "media ready: http://127.0.0.1:" in out and re.search(r"finish: (stop|length) seed: 3", out)
+    assert re.search(r"usage: \d+", out) and "left: [" in out
+    uploaded = re.search(r"uploaded: (file-[0-9a-f]{32})", out).group(1)
+    assert uploaded not in out.split("left:")[1]  # deleted
     # everything the examples wrote on the server side is inside its media folder
     assert len(list(served["media"].glob("file-*.json"))) >= 6

@@ -125,7 +125,13 @@ def test_no_file_id_reaches_outside_the_media_folder(readers, tmp_path):
             response = readers.get(path)
             assert response.status_code == 404, (path, response.status_code)
             assert response.content != secret.read_bytes()
-            assert "error" in response.json()
+            # what still lies under /v1/files/ once the client normalised it (an encoded `..%2F` does) names no file
+            sent = response.request.url.raw_path.decode()
+            expected = "file_not_found" if sent.startswith("/v1/files/") else "not_found"
+            assert response.json()["error"]["code"] == expected, (path, sent, response.json())
+            if "%2F" in probe or "%2f" in probe:
+                assert expected == "file_not_found"
+            assert readers.delete(path).status_code in (404, 405)
     for probe in ("../secret.png", "../../etc/passwd", str(secret), "file-../../x"):
         for part in ({"type": "file", "file": {"file_id": probe}}, {"type": "media", "media": {"modality": "image", "file_id": probe}},
                      {"type": "image_url", "image_url": {"url": f"/v1/files/{probe}/content"}}):

@@ -17,6 +17,11 @@ from nextgpt_core.cli import app
         (["--timeout", "0"], "timeout_s must be positive"),
         (["--composition", "no-such-composition"], "no-such-composition"),
         (["--checkpoint", "/no/such/folder"], "checkpoint folder not found"),
+        (["--api-key", " "], "api_key must not be empty"),
+        (["--backend", "spark"], "--backend must be inprocess or ray"),
+        (["--ray-replicas", "image=2"], "--ray-* options need --backend ray"),
+        (["--backend", "ray", "--ray-replicas", "image=two"], "expected STAGE=NUMBER"),
+        (["--backend", "ray", "--ray-gpus", "image=-1"], "num_gpus of 'image' must be at least 0"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(args, message, tmp_path):
