@@ -44,6 +44,9 @@ __all__ = ["SCALES", "SHIPPED", "RecipeSettings", "build_toy_world", "builtin_wo
 #: what a world folder ships (the rest is work and logs)
 SHIPPED = ("toy.toml", "manifest.json", "imagebind.safetensors", "llm", "decoders", "nextgpt")
 FORMAT = "nextgpt-toy-world"
+#: what the repository accepts for the built-in world (it is committed): per file and in all
+MAX_FILE_BYTES = 5 * 2**20
+MAX_WORLD_BYTES = 30 * 10**6
 REBUILD = "make toy-world"
 
 
@@ -742,6 +745,13 @@ def install_world(world: str | os.PathLike[str], target: Path | None = None) -> 
         elif path.is_file():
             shutil.copy2(path, staging / name)
     verify_weights_manifest(staging / "manifest.json")
+    sizes = {f: f.stat().st_size for f in staging.rglob("*") if f.is_file()}
+    too_big = [f"{f.relative_to(staging)} ({n / 2**20:.1f} MiB)" for f, n in sizes.items() if n > MAX_FILE_BYTES]
+    if too_big or sum(sizes.values()) > MAX_WORLD_BYTES:
+        shutil.rmtree(staging)
+        raise ConfigError(f"{source}: a shipped toy world keeps each file under {MAX_FILE_BYTES >> 20} MiB and all under "
+                          f"{MAX_WORLD_BYTES // 10**6} MB; this one has {sum(sizes.values()) / 1e6:.1f} MB"
+                          + (f", and {', '.join(too_big)}" if too_big else ""))
     old = target.with_name(f".{target.name}.old")
     if old.exists():
         shutil.rmtree(old)

@@ -151,3 +151,20 @@ def test_build_never_writes_into_a_folder_it_did_not_make(tmp_path, mini_world):
     assert done.returncode == 2 and "current folder" in done.stderr
     done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(mini_world))  # its own kind: needs --overwrite
     assert done.returncode == 2 and "--overwrite" in done.stderr and (mini_world / "manifest.json").is_file()
+
+
+def test_install_copies_only_what_ships_and_refuses_a_world_over_the_size_limits(mini_world, tmp_path, monkeypatch):
+    """`nextgpt toy install` copies the shipped files (no work/ or logs/) and verifies them; a world with a file
+    over the repository's per-file limit is refused and the installed world is left as it was."""
+    from nextgpt_core.errors import ConfigError
+    from nextgpt_core.toy import recipe
+
+    target = tmp_path / "toy"
+    recipe.install_world(mini_world, target)
+    assert sorted(p.name for p in target.iterdir()) == sorted(n for n in recipe.SHIPPED if (mini_world / n).exists())
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    monkeypatch.setattr(recipe, "MAX_FILE_BYTES", 1024)
+    with pytest.raises(ConfigError, match=r"keeps each file under .* MiB.*imagebind.safetensors"):
+        recipe.install_world(mini_world, target)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
+    assert not any(p.name.startswith(".toy.") for p in tmp_path.iterdir())
