@@ -5,7 +5,7 @@ Importing this package is cheap (no torch, no pydantic); every name below loads 
 Example:
     >>> import nextgpt_core
     >>> sorted(nextgpt_core.builtin_compositions())
-    ['nextgpt-v0', 'tiny']
+    ['nextgpt-v0', 'tiny', 'toy']
 """
 
 from __future__ import annotations

@@ -235,7 +235,7 @@ def generate(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (a nextgpt checkpoint folder)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling and decoders."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override the composition's budget."),
-    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the reply text and generated media."),
+    out: Path = typer.Option(Path("outputs/generate"), "--out", "-o", help="Folder for the reply text and generated media."),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
     decoder: list[str] = typer.Option([], "--decoder", "-d", help="MODALITY=DECODER: a decoder that turns the modality's runs into media (repeatable; e.g. image=image/retrieval; default: the composition's decode_with)."),
 ) -> None:

@@ -10,6 +10,13 @@ from typer.testing import CliRunner
 from nextgpt_core.cli import app
 
 
+@pytest.fixture(autouse=True)
+def _in_a_fresh_folder(tmp_path_factory, monkeypatch):
+    """Commands run where a user would: default output folders land in a fresh folder, not in the checkout (where
+    `make demo` may have left outputs/)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="module")
 def runner():
     return CliRunner()
@@ -97,7 +104,7 @@ def test_compose_validate_and_show(runner, registry):
     shown = json.loads(runner.invoke(app, ["compose", "show", "tiny"]).stdout)
     assert shown["modalities"]["fake_audio"]["signal_tokens"] == ["[FAUD0]", "[FAUD1]"]
     assert shown["llm_hidden_size"] == 64
-    assert runner.invoke(app, ["compose", "list"]).stdout.split() == ["nextgpt-v0", "tiny"]
+    assert runner.invoke(app, ["compose", "list"]).stdout.split() == ["nextgpt-v0", "tiny", "toy"]
 
 
 def test_empty_request(runner, registry):
