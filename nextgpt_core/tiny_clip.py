@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Sequence
 
-__all__ = ["learn_merges", "tiny_clip_text_parts"]
+__all__ = ["bpe_merges", "learn_merges", "tiny_clip_text_parts"]
 
 
 def _byte_symbols() -> list[str]:
@@ -32,17 +32,10 @@ _TINY_MERGES: tuple[tuple[str, str], ...] = (
 )
 
 
-def learn_merges(corpus: Iterable[str], max_merges: int = 2000) -> list[tuple[str, str]]:
-    """BPE merges learnt from ``corpus`` the way CLIP's tokenizer applies them (lower case, words split on
-    whitespace and punctuation, ``</w>`` on a word's last symbol): the most frequent adjacent pair is merged first,
-    ties broken by the pair itself, until every word is one symbol or ``max_merges`` merges exist. Deterministic.
-    Only printable ASCII words are learnt (others fall back to byte symbols)."""
-    counts: dict[tuple[str, ...], int] = {}
-    for line in corpus:
-        for word in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", line.lower()):
-            if word.isascii():
-                symbols = tuple(word[:-1]) + (word[-1] + "</w>",)
-                counts[symbols] = counts.get(symbols, 0) + 1
+def bpe_merges(counts: dict[tuple[str, ...], int], max_merges: int) -> list[tuple[str, str]]:
+    """BPE merges from ``counts`` (a word as its tuple of symbols -> how often it occurs): the most frequent adjacent
+    pair is merged first, ties broken by the pair itself, until every word is one symbol or ``max_merges`` merges
+    exist. Deterministic. Each tokenizer family splits its words its own way before calling this."""
     merges: list[tuple[str, str]] = []
     while len(merges) < max_merges:
         pairs: dict[tuple[str, str], int] = {}
@@ -66,6 +59,20 @@ def learn_merges(corpus: Iterable[str], max_merges: int = 2000) -> list[tuple[st
             merged[tuple(out)] = merged.get(tuple(out), 0) + n
         counts = merged
     return merges
+
+
+def learn_merges(corpus: Iterable[str], max_merges: int = 2000) -> list[tuple[str, str]]:
+    """BPE merges learnt from ``corpus`` the way CLIP's tokenizer applies them (lower case, words split on
+    whitespace and punctuation, ``</w>`` on a word's last symbol): the most frequent adjacent pair is merged first,
+    ties broken by the pair itself, until every word is one symbol or ``max_merges`` merges exist. Deterministic.
+    Only printable ASCII words are learnt (others fall back to byte symbols)."""
+    counts: dict[tuple[str, ...], int] = {}
+    for line in corpus:
+        for word in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", line.lower()):
+            if word.isascii():
+                symbols = tuple(word[:-1]) + (word[-1] + "</w>",)
+                counts[symbols] = counts.get(symbols, 0) + 1
+    return bpe_merges(counts, max_merges)
 
 
 def tiny_clip_text_parts(

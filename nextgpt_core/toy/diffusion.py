@@ -19,29 +19,14 @@ thread count the caller set, and reports each step through ``progress(step, tota
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cosine_schedule", "encode_latents", "quiet_posterior", "train_autoencoder", "train_denoiser"]
+__all__ = ["encode_latents", "quiet_posterior", "train_autoencoder", "train_denoiser"]
 
-Progress = Callable[[int, int, float], None]
-
-
-def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float = 0.05) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup`` of the steps, then cosine decay to 5% of the peak."""
-    warm = max(1, int(steps * warmup))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, steps - warm)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+from .optim import Progress, TrainingSteps
 
 
 def quiet_posterior(vae: Any, log_variance: float = -8.0) -> None:
@@ -70,28 +55,17 @@ def train_autoencoder(
     Returns ``{"steps", "seconds", "first_loss", "final_loss"}`` (losses: means over the first / last 10% of steps).
     """
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    schedule = cosine_schedule(optimizer, steps)
+    train = TrainingSteps(vae.parameters(), steps, lr=lr, progress=progress)
     vae.train()
-    losses: list[float] = []
-    started = time.perf_counter()
-    for step in range(steps):
+    for _ in range(steps):
         x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
         posterior = vae.encode(x).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator)
         z = posterior.mean + posterior.std * noise
         reconstruction = vae.decode(z).sample
-        loss = (reconstruction - x).abs().mean() + (reconstruction - x).pow(2).mean() + kl_weight * posterior.kl().mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, steps, losses[-1])
+        train.update((reconstruction - x).abs().mean() + (reconstruction - x).pow(2).mean() + kl_weight * posterior.kl().mean())
     vae.eval()
-    return _facts(losses, started)
+    return train.facts()
 
 
 @torch.no_grad()
@@ -138,15 +112,12 @@ def train_denoiser(
         raise ValueError(f"{len(latents)} latents for {len(captions)} captions")
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in (*unet.parameters(), *text_model.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = cosine_schedule(optimizer, steps)
+    train = TrainingSteps(params, steps, lr=lr, progress=progress)
     unet.train()
     text_model.train()
     alphas = scheduler.alphas_cumprod.float()
     total_t = int(scheduler.config.num_train_timesteps)
-    losses: list[float] = []
-    started = time.perf_counter()
-    for step in range(steps):
+    for _ in range(steps):
         index = torch.randint(0, len(latents), (batch_size,), generator=generator)
         drop = torch.rand(batch_size, generator=generator) < drop_prob
         texts = ["" if d else captions[int(i)] for i, d in zip(index, drop)]
@@ -159,25 +130,7 @@ def train_denoiser(
         if snr_gamma:
             snr = alphas[t] / (1 - alphas[t])
             per_item = per_item * torch.clamp(snr, max=snr_gamma) / snr
-        loss = per_item.mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, steps, losses[-1])
+        train.update(per_item.mean())
     unet.eval()
     text_model.eval()
-    return _facts(losses, started)
-
-
-def _facts(losses: list[float], started: float) -> dict[str, float]:
-    tenth = max(1, len(losses) // 10)
-    return {
-        "steps": len(losses),
-        "seconds": round(time.perf_counter() - started, 1),
-        "first_loss": round(sum(losses[:tenth]) / tenth, 5) if losses else float("nan"),
-        "final_loss": round(sum(losses[-tenth:]) / tenth, 5) if losses else float("nan"),
-    }
+    return train.facts()

@@ -20,7 +20,6 @@ among all the modality's captions (training and held-out), in both directions.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -80,7 +79,7 @@ def train_encoders(
     (:func:`retrieval_accuracy`); the steps, seconds and losses.
     """
     from ..tiny_clip import learn_merges, tiny_clip_text_parts
-    from .diffusion import cosine_schedule
+    from .optim import TrainingSteps
 
     say = log or (lambda line: None)
     torch.manual_seed(settings.seed)
@@ -132,14 +131,12 @@ def train_encoders(
         m.requires_grad_(True)
         m.train()
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    optimizer = torch.optim.AdamW([*params, logit_scale], lr=settings.lr, weight_decay=0.05)
-    schedule = cosine_schedule(optimizer, settings.steps)
+    train = TrainingSteps([*params, logit_scale], settings.steps, lr=settings.lr, weight_decay=0.05, clip_params=params,
+                          progress=progress)
     generator = torch.Generator().manual_seed(settings.seed)
     weights = np.array([math.sqrt(len(pools[k][2])) for k in world.parts])
     turns = np.random.default_rng(settings.seed).choice(len(weights), settings.steps, p=weights / weights.sum())
     keys = list(world.parts)
-    losses: list[float] = []
-    started = time.perf_counter()
     neighbours = {key: _neighbours(world, key) for key in keys}
     for step in range(settings.steps):
         key = keys[int(turns[step])]
@@ -153,22 +150,12 @@ def train_encoders(
         words = F.normalize(head(text(**ids).text_embeds), dim=-1)
         logits = logit_scale.clamp(max=math.log(100)).exp() * media @ words.T
         target = torch.arange(len(chosen))
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, settings.steps, losses[-1])
+        train.update((F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2)
     for m in modules:
         m.requires_grad_(False)
         m.eval()
 
-    facts: dict[str, Any] = {"steps": settings.steps, "seconds": round(time.perf_counter() - started, 1)}
-    tenth = max(1, len(losses) // 10)
-    facts.update(first_loss=round(sum(losses[:tenth]) / tenth, 4), final_loss=round(sum(losses[-tenth:]) / tenth, 4))
+    facts: dict[str, Any] = train.facts()
 
     def embed_text(captions: Sequence[str]) -> torch.Tensor:
         with torch.no_grad():

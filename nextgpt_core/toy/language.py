@@ -13,7 +13,6 @@ training combinations and training phrasings appear; held-out ones never do.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -111,7 +110,7 @@ def train_language_model(
     ``held_out_loss``: on held-out-combination texts that training never saw).
     """
     from ..language_model import tiny_llama_config, train_tiny_tokenizer
-    from .diffusion import cosine_schedule
+    from .optim import TrainingSteps
 
     say = log or (lambda line: None)
     texts = pretraining_texts(world, prompt, settings)
@@ -123,27 +122,17 @@ def train_language_model(
     torch.manual_seed(settings.seed)
     model = LlamaForCausalLM(config)
     say(f"corpus: {len(texts)} texts; vocabulary {len(tokenizer)}; {sum(p.numel() for p in model.parameters()):,} parameters")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    schedule = cosine_schedule(optimizer, settings.steps)
+    train = TrainingSteps(model.parameters(), settings.steps, lr=settings.lr, betas=(0.9, 0.98), weight_decay=0.01,
+                          progress=progress)
     order = np.random.default_rng(settings.seed + 1)
     queue: list[int] = []
-    losses: list[float] = []
-    started = time.perf_counter()
     model.train()
     for step in range(settings.steps):
         if len(queue) < settings.batch_size:
             queue += order.permutation(len(texts)).tolist()
         chosen, queue = queue[: settings.batch_size], queue[settings.batch_size :]
         ids, mask, labels = _batch(tokenizer, [texts[i] for i in chosen])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, settings.steps, losses[-1])
+        train.update(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
     model.eval()
     held = _held_out_texts(world, prompt, settings)
     with torch.no_grad():
@@ -153,15 +142,11 @@ def train_language_model(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    tenth = max(1, len(losses) // 10)
     facts = {
         "texts": len(texts),
         "vocab": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "steps": settings.steps,
-        "seconds": round(time.perf_counter() - started, 1),
-        "first_loss": round(sum(losses[:tenth]) / tenth, 4),
-        "final_loss": round(sum(losses[-tenth:]) / tenth, 4),
+        **train.facts(),
         "held_out_loss": round(held_loss, 4),
     }
     say(f"pretrained: loss {facts['first_loss']} -> {facts['final_loss']}; held-out texts {facts['held_out_loss']}")

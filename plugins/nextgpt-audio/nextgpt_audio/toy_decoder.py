@@ -206,22 +206,18 @@ def train_vocoder(vocoder: Any, waves: torch.Tensor, *, steps: int, batch_size: 
     Each training sound ``waves (N, n)`` is scaled by a random gain (uniform in ``gain_db``) and, with probability
     ``mix``, summed with another one (also scaled), so the map is learnt at every level at every frequency (a
     held-out high sawtooth is louder at 1.8 kHz than any training tone there)."""
-    import time
 
-    from nextgpt_core.toy.diffusion import cosine_schedule
+    from nextgpt_core.toy.optim import TrainingSteps
 
     generator = torch.Generator().manual_seed(seed)
     params = frontend_parameters(vocoder)
     masks = frontend_masks(vocoder)
     apply_masks(masks)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = cosine_schedule(optimizer, steps)
+    train = TrainingSteps(params, steps, lr=lr, clip=None, after_step=lambda: apply_masks(masks), progress=progress)
     mel = LogMel()
     lines = len(LINE_HZ)
-    losses: list[float] = []
-    started = time.perf_counter()
     vocoder.train()
-    for step in range(steps):
+    for _ in range(steps):
         def draw() -> torch.Tensor:
             index = torch.randint(0, len(waves), (batch_size,), generator=generator)
             low, high = gain_db
@@ -234,19 +230,9 @@ def train_vocoder(vocoder: Any, waves: torch.Tensor, *, steps: int, batch_size: 
         with torch.no_grad():
             features, target = mel(x), line_amplitudes(x)
         got = vocoder_lines(vocoder, features)[:, :lines]
-        loss = (got - target).abs().mean() + 0.3 * (got.clamp_min(0) + 1e-4).sqrt().sub((target + 1e-4).sqrt()).abs().mean()
-        loss.backward()
-        optimizer.step()
-        apply_masks(masks)
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, steps, losses[-1])
+        train.update((got - target).abs().mean() + 0.3 * (got.clamp_min(0) + 1e-4).sqrt().sub((target + 1e-4).sqrt()).abs().mean())
     vocoder.eval()
-    tenth = max(1, steps // 10)
-    return {"steps": steps, "seconds": round(time.perf_counter() - started, 1),
-            "first_loss": round(sum(losses[:tenth]) / tenth, 5), "final_loss": round(sum(losses[-tenth:]) / tenth, 5)}
+    return train.facts()
 
 
 # ---------------------------------------------------------------------------------------------- text side
@@ -256,34 +242,14 @@ def learn_byte_merges(corpus: Any, max_merges: int = 2000) -> list[tuple[str, st
     pair, until every word is one symbol or ``max_merges`` merges exist. Deterministic."""
     from tokenizers.pre_tokenizers import ByteLevel
 
+    from nextgpt_core.tiny_clip import bpe_merges
+
     pre = ByteLevel(add_prefix_space=False)
     counts: dict[tuple[str, ...], int] = {}
     for line in corpus:
         for word, _ in pre.pre_tokenize_str(line):
             counts[tuple(word)] = counts.get(tuple(word), 0) + 1
-    merges: list[tuple[str, str]] = []
-    while len(merges) < max_merges:
-        pairs: dict[tuple[str, str], int] = {}
-        for symbols, n in counts.items():
-            for pair in zip(symbols, symbols[1:]):
-                pairs[pair] = pairs.get(pair, 0) + n
-        if not pairs:
-            break
-        best = min(pairs, key=lambda p: (-pairs[p], p))
-        merges.append(best)
-        merged: dict[tuple[str, ...], int] = {}
-        for symbols, n in counts.items():
-            out, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    out.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    out.append(symbols[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + n
-        counts = merged
-    return merges
+    return bpe_merges(counts, max_merges)
 
 
 def build_tokenizer(captions: Any, max_length: int) -> Any:
@@ -364,34 +330,20 @@ def train_text_encoder(text_encoder: Any, tokenizer: Any, codes: AttributeCodes,
     conditioning by its own vector, whatever the other attributes are.
     Returns ``{"steps", "seconds", "captions", "first_loss", "final_loss", "cosine"}`` (cosine: the worst caption's
     cosine to its target at the end)."""
-    import time
 
-    from nextgpt_core.toy.diffusion import cosine_schedule
+    from nextgpt_core.toy.optim import TrainingSteps
 
     captions = sorted(codes.raw) + [""]
     goal = torch.stack([codes.target(c) for c in captions[:-1]] + [codes.null])
-    optimizer = torch.optim.AdamW(text_encoder.parameters(), lr=lr, weight_decay=0.0)
-    schedule = cosine_schedule(optimizer, steps)
+    train = TrainingSteps(text_encoder.parameters(), steps, lr=lr, clip=None, progress=progress)
     text_encoder.train()
-    losses: list[float] = []
-    started = time.perf_counter()
-    for step in range(steps):
+    for _ in range(steps):
         embeds = encode_captions(text_encoder, tokenizer, captions)
-        loss = (embeds - goal).pow(2).sum(-1).mean()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, steps, losses[-1])
+        train.update((embeds - goal).pow(2).sum(-1).mean())
     text_encoder.eval()
     with torch.no_grad():
         cosine = float((encode_captions(text_encoder, tokenizer, captions) * goal).sum(-1).min())
-    tenth = max(1, steps // 10)
-    return {"steps": steps, "seconds": round(time.perf_counter() - started, 1), "captions": len(captions),
-            "first_loss": round(sum(losses[:tenth]) / tenth, 5), "final_loss": round(sum(losses[-tenth:]) / tenth, 5),
-            "cosine": round(cosine, 4)}
+    return {**train.facts(), "captions": len(captions), "cosine": round(cosine, 4)}
 
 
 def train_denoiser_v(unet: Any, labels: torch.Tensor, null: torch.Tensor, latents: torch.Tensor, scheduler: Any, *,
@@ -412,22 +364,18 @@ def train_denoiser_v(unet: Any, labels: torch.Tensor, null: torch.Tensor, latent
 
     Returns ``{"steps", "seconds", "first_loss", "final_loss"}``.
     """
-    import time
 
-    from nextgpt_core.toy.diffusion import cosine_schedule
+    from nextgpt_core.toy.optim import TrainingSteps
 
     if len(latents) != len(labels):
         raise ValueError(f"{len(latents)} latents for {len(labels)} labels")
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = cosine_schedule(optimizer, steps)
+    train = TrainingSteps(params, steps, lr=lr, progress=progress)
     unet.train()
     alphas = scheduler.alphas_cumprod.float()
     total_t = int(scheduler.config.num_train_timesteps)
-    losses: list[float] = []
-    started = time.perf_counter()
-    for step in range(steps):
+    for _ in range(steps):
         index = torch.randint(0, len(latents), (batch_size,), generator=generator)
         drop = torch.rand(batch_size, generator=generator) < drop_prob
         condition = torch.where(drop[:, None], null[None, :], labels[index])
@@ -441,19 +389,9 @@ def train_denoiser_v(unet: Any, labels: torch.Tensor, null: torch.Tensor, latent
         if snr_gamma:
             snr = alphas[t] / (1 - alphas[t])
             per_item = per_item * torch.clamp(snr, max=snr_gamma) / (snr + 1)
-        loss = per_item.mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, steps, losses[-1])
+        train.update(per_item.mean())
     unet.eval()
-    tenth = max(1, steps // 10)
-    return {"steps": steps, "seconds": round(time.perf_counter() - started, 1),
-            "first_loss": round(sum(losses[:tenth]) / tenth, 5), "final_loss": round(sum(losses[-tenth:]) / tenth, 5)}
+    return train.facts()
 
 
 # ---------------------------------------------------------------------------------------------- the whole recipe
