@@ -164,6 +164,24 @@ class AudioToyWorld(ToyModality):
             out["waveform"] = "sawtooth" if m["ratio2"] > 0.25 else "square" if m["ratio3"] > 1.0 / 6.0 else "sine"
         return out
 
+    def preview(self, media: Any) -> np.ndarray:
+        """A spectrogram of ``media`` for reports: uint8 ``(64, 100, 3)``, time left to right (10 ms columns of
+        the first second), frequency bottom to top (0-4 kHz, 64 rows), brightness the level over a 60 dB range."""
+        x = np.asarray(media.samples, dtype=np.float64)
+        x = x.mean(axis=1) if x.ndim == 2 else x
+        sr = int(media.sample_rate)
+        win, hop = max(16, int(0.032 * sr)), max(1, sr // 100)
+        x = np.pad(np.nan_to_num(x[:sr]), (0, win))
+        starts = np.arange(0, min(100 * hop, x.size - win), hop)
+        spec = np.abs(np.fft.rfft(x[starts[:, None] + np.arange(win)] * np.hanning(win), axis=1)) ** 2  # (T, F)
+        top = min(spec.shape[1], int(4000 / (sr / win)) + 1)
+        rows = np.linspace(0, top - 1, 64).round().astype(int)
+        db = 10 * np.log10(spec[:, rows].T[::-1] + 1e-12)  # (64, T), high frequencies first
+        level = np.clip((db - (db.max() - 60.0)) / 60.0, 0.0, 1.0) if db.size else np.zeros((64, 1))
+        picture = np.zeros((64, 100), np.uint8)
+        picture[:, : level.shape[1]] = (level * 255).astype(np.uint8)
+        return np.repeat(picture[:, :, None], 3, axis=2)
+
     # ------------------------------------------------------------------ frozen networks
     def encoder_recipe(self, scale: str) -> EncoderRecipe:
         """ImageBind's audio branch, toy size, one clip per sound."""

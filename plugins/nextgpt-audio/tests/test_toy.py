@@ -201,3 +201,17 @@ def test_train_decoder_mini_loads_and_generates(tmp_path: Path) -> None:
     (audio,) = decoder(embeds, generator=torch.Generator().manual_seed(0), **WORLD.decode_options("mini"))
     assert isinstance(audio, Audio) and audio.sample_rate == 16000 and audio.samples.shape == (16000,)
     assert np.isfinite(audio.samples).all()
+
+
+def test_preview_is_a_spectrogram_showing_pitch_and_rhythm() -> None:
+    """The report's picture of a sound: brightest row higher for a higher tone; a beeping tone has dark columns."""
+    rng = np.random.default_rng(0)
+    base = {"waveform": "sine", "rhythm": "steady", "movement": "staying flat"}
+    pictures = {p: WORLD.preview(WORLD.render({**base, "pitch": p}, rng)) for p in ("low", "high")}
+    for picture in pictures.values():
+        assert picture.shape == (64, 100, 3) and picture.dtype == np.uint8
+    row = {p: int(np.argmax(pic[:, 20:80, 0].astype(float).mean(axis=1))) for p, pic in pictures.items()}
+    assert row["high"] < row["low"]  # row 0 is the top (highest frequency)
+    beeping = WORLD.preview(WORLD.render({**base, "pitch": "middle", "rhythm": "beeping"}, rng))
+    loudness = beeping[:, :, 0].astype(float).max(axis=0)
+    assert (loudness < 0.5 * loudness.max()).mean() > 0.2
