@@ -16,6 +16,7 @@ __all__ = [
     "BACKGROUNDS",
     "COLOURS",
     "SHAPES",
+    "SHAPE_EDIT_REQUESTS",
     "components",
     "foreground",
     "grow",
@@ -28,6 +29,17 @@ __all__ = [
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (230, 210, 20)}
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
+#: edit requests for the axes every drawn-shape modality shares (``{value}``): parts spread them into their own
+#: ``edit_requests`` so a picture and a video are edited in the same words
+SHAPE_EDIT_REQUESTS: dict[str, tuple[str, ...]] = {
+    "colour": ("Now make it {value}.", "Change its colour to {value}.", "Make the shape {value} instead.",
+               "Could it be {value}?", "Paint it {value} now."),
+    "shape": ("Now make it a {value}.", "Turn it into a {value}.", "Make it a {value} instead.",
+              "Could it be a {value}?", "Change the shape to a {value}."),
+    "background": ("Now put it on a {value} background.", "Make the background {value}.",
+                   "Change the background to {value}.", "Use a {value} background instead.",
+                   "Could the background be {value}?"),
+}
 
 
 def shape_mask(shape: str, cx: float, cy: float, radius: float, size: int = 32, supersample: int = 4) -> np.ndarray:

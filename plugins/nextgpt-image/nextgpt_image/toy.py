@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from nextgpt_core.toy.contract import Attributes, DecoderTraining, EncoderRecipe, ToyModality
-from nextgpt_core.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, components, foreground, measure_region, paint, shape_mask
+from nextgpt_core.toy.shapes import BACKGROUNDS, COLOURS, SHAPE_EDIT_REQUESTS, SHAPES, components, foreground, measure_region, paint, shape_mask
 
 __all__ = ["ImageToyWorld", "SIZE_PX"]
 
@@ -68,13 +68,7 @@ class ImageToyWorld(ToyModality):
     describe_answers: ClassVar[tuple[str, ...]] = ("It is {caption}.", "The picture shows {caption}.", "I see {caption}.")
     generate_answers: ClassVar[tuple[str, ...]] = ("Here is {caption}.", "Sure, here is {caption}.", "This is {caption}.")
     edit_requests: ClassVar[dict[str, tuple[str, ...]]] = {
-        "colour": ("Now make it {value}.", "Change its colour to {value}.", "Make the shape {value} instead.",
-                   "Could it be {value}?", "Paint it {value} now."),
-        "shape": ("Now make it a {value}.", "Turn it into a {value}.", "Make it a {value} instead.",
-                  "Could it be a {value}?", "Change the shape to a {value}."),
-        "background": ("Now put it on a {value} background.", "Make the background {value}.",
-                       "Change the background to {value}.", "Use a {value} background instead.",
-                       "Could the background be {value}?"),
+        **SHAPE_EDIT_REQUESTS,
         "size": ("Now make it {value}.", "Make it {value} instead.", "Change its size to {value}.",
                  "Could it be {value}?", "Draw it {value}."),
         "position": ("Now move it {value}.", "Put it {value} instead.", "Move the shape {value}.",

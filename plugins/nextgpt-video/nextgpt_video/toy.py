@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from nextgpt_core.toy.contract import Attributes, DecoderTraining, EncoderRecipe, ToyModality
-from nextgpt_core.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, components, foreground, measure_region, paint, shape_mask
+from nextgpt_core.toy.shapes import BACKGROUNDS, COLOURS, SHAPE_EDIT_REQUESTS, SHAPES, components, foreground, measure_region, paint, shape_mask
 
 from nextgpt_video.media import Video
 
@@ -89,13 +89,7 @@ class VideoToyWorld(ToyModality):
     generate_answers: ClassVar[tuple[str, ...]] = ("Here is {caption}.", "Sure, here is a video of {caption}.",
                                                    "This is {caption}.")
     edit_requests: ClassVar[dict[str, tuple[str, ...]]] = {
-        "colour": ("Now make it {value}.", "Change its colour to {value}.", "Make the shape {value} instead.",
-                   "Could it be {value}?", "Paint it {value} now."),
-        "shape": ("Now make it a {value}.", "Turn it into a {value}.", "Make it a {value} instead.",
-                  "Could it be a {value}?", "Change the shape to a {value}."),
-        "background": ("Now put it on a {value} background.", "Make the background {value}.",
-                       "Change the background to {value}.", "Use a {value} background instead.",
-                       "Could the background be {value}?"),
+        **SHAPE_EDIT_REQUESTS,
         "direction": ("Now make it move {value}.", "Let it go {value} instead.", "Change its direction to {value}.",
                       "Could it move {value}?", "Make the shape move {value}."),
         "speed": ("Now make it move {value}.", "Let it move {value} instead.", "Could it go {value}?",
