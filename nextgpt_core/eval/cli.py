@@ -1,4 +1,5 @@
-"""``nextgpt eval``: run an evaluation suite and write ``results.json`` and ``report.md``. Typer only at import."""
+"""``nextgpt eval``: run an evaluation suite and write ``results.json`` and ``report.md``; ``nextgpt eval compare``:
+the paired difference of two runs. Typer only at import."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 
 
 def eval_command(
+    ctx: typer.Context,
     suite: str = typer.Option("toy", "--suite", help="The protocol: toy (the toy world's held-out suite)."),
     composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name or TOML path."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (default: the composition's own)."),
@@ -19,7 +21,10 @@ def eval_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier evaluation (never any other folder)."),
 ) -> None:
     """Score a model on a fixed protocol; the same seed gives the same numbers. The results folder is written
-    whole at the end (a new or empty --out, or an earlier evaluation with --overwrite)."""
+    whole at the end (a new or empty --out, or an earlier evaluation with --overwrite).
+    `nextgpt eval compare A B` compares two runs."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ..errors import ConfigError
 
     if suite != "toy":
@@ -88,6 +93,34 @@ def run_toy_eval(composition: str, out: Path, *, checkpoint: Any, per_task: int,
     return results
 
 
+def compare_command(
+    a: Path = typer.Argument(..., help="The baseline: an evaluation's --out folder or its results.json."),
+    b: Path = typer.Argument(..., help="The run to compare with it (same suite, seed and --limit)."),
+    variant: str = typer.Option("model", "--variant", help="Which scored variant of both runs to compare."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the verdict column."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Per task: both accuracies on the samples both runs scored, the difference, and McNemar's exact paired test
+    (is the difference more than noise?)."""
+    import dataclasses
+    import json
+
+    from ..errors import ConfigError
+    from .compare import compare_results, format_comparison, load_results
+
+    if not 0 < alpha < 1:
+        raise ConfigError("--alpha must be between 0 and 1")
+    rows = compare_results(load_results(a), load_results(b), variant=variant)
+    if as_json:
+        typer.echo(json.dumps([{**dataclasses.asdict(r), "delta": r.delta} for r in rows], indent=1))
+    else:
+        typer.echo(f"A: {a}\nB: {b}\nvariant: {variant}\n")
+        typer.echo(format_comparison(rows, alpha=alpha))
+
+
 def register(app: typer.Typer, guard) -> None:  # noqa: ANN001 - the CLI's error guard
-    """Add ``nextgpt eval`` to the main app, wrapped by ``guard`` (one-line errors)."""
-    app.command("eval")(guard(eval_command))
+    """Add ``nextgpt eval`` (and ``nextgpt eval compare``) to the main app, wrapped by ``guard`` (one-line errors)."""
+    eval_app = typer.Typer(invoke_without_command=True, add_completion=False)
+    eval_app.callback()(guard(eval_command))
+    eval_app.command("compare")(guard(compare_command))
+    app.add_typer(eval_app, name="eval")

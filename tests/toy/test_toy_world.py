@@ -140,6 +140,10 @@ def test_mini_eval_writes_results_and_report(mini_world, tmp_path):
     for task, entry in results["tasks"].items():
         assert entry["model"]["n"] == 1 and 0 <= entry["model"]["accuracy"] <= 1
     assert "| task |" in (out / "report.md").read_text()
+    done = _nextgpt("eval", "compare", str(out), str(out / "results.json"))  # a run against itself: nothing flips
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.split() and line.split()[0] in {*results["tasks"], "all"}]
+    assert len(rows) == len(results["tasks"]) + 1 and all(line.endswith("same") for line in rows), done.stdout
 
 
 def test_build_never_writes_into_a_folder_it_did_not_make(tmp_path, mini_world):
