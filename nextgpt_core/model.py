@@ -44,7 +44,7 @@ from .signal_runs import SignalRunController
 
 __all__ = ["NextGPT"]
 
-SHARED = "shared"
+SHARED = "shared"  # a key no modality may take (nextgpt_registry.specs.RESERVED_MODALITY_KEYS)
 
 
 def _build(component: ResolvedComponent, seed: int, name: str) -> Any:

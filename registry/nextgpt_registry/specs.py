@@ -19,6 +19,7 @@ __all__ = [
     "ModalitySpec",
     "Provider",
     "TARGET_PATTERN",
+    "RESERVED_MODALITY_KEYS",
     "ROLES",
     "ToyWorldSpec",
 ]
@@ -150,6 +151,13 @@ class ModalityPreset(_Frozen):
     decode_options: dict[str, Any] = Field(default_factory=dict)
 
 
+#: names a modality may not take, and why: the core uses them as keys beside the modality keys
+RESERVED_MODALITY_KEYS: dict[str, str] = {
+    "shared": "it names the one input projector that every modality shares (composition `input_projector`, "
+              "checkpoint keys `input_projectors.shared.*`)",
+}
+
+
 class ModalitySpec(_Frozen):
     """Everything the core needs to know about one modality, registered by its plugin.
 
@@ -190,6 +198,8 @@ class ModalitySpec(_Frozen):
     def _key_ok(cls, value: str) -> str:
         if not _KEY_PATTERN.match(value):
             raise ValueError(f"modality `key` must be a lower-case identifier, got {value!r}")
+        if value in RESERVED_MODALITY_KEYS:
+            raise ValueError(f"modality `key` {value!r} is reserved: {RESERVED_MODALITY_KEYS[value]}")
         return value
 
     @field_validator("media_io")

@@ -160,6 +160,12 @@ def test_specs_validate():
     assert _modality("x", signal_token_format="[X{i}]", num_signal_tokens=3).signal_tokens() == ["[X0]", "[X1]", "[X2]"]
 
 
+def test_a_plugin_cannot_take_the_shared_projector_key():
+    """`shared` names the input projector every modality shares; a modality of that name would take it over."""
+    with pytest.raises(ValueError, match=r"'shared' is reserved.*input projector"):
+        _modality("shared")
+
+
 def test_import_registry_does_not_import_torch():
     code = textwrap.dedent(
         """
