@@ -135,7 +135,7 @@ def run_generation(
             streamer=streamer,
         )
         seq = out.sequences[0]
-        controller._advance(seq)  # account for the last token, which no processor call saw
+        controller.advance(seq)  # account for the last token, which no processor call saw
         runs = [r for r in controller.completed]
         states = [out.hidden_states[0][hidden_layer][0]] + [step[hidden_layer][0] for step in out.hidden_states[1:]]
         flat = torch.cat(states, dim=0)  # (P + N - 1, H)

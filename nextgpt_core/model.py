@@ -103,10 +103,15 @@ class NextGPT(nn.Module):
         self.encoder_cache = EncoderCache()
         self._media_io: dict[str, MediaIO] = {}
         # template pieces ("### Human: ", "### Assistant:") repeat in every request: tokenize each text once
-        self._text_ids = functools.lru_cache(maxsize=4096)(self._tokenize)
+        self._cached_ids = functools.lru_cache(maxsize=4096)(self._tokenize)
 
     def _tokenize(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def text_ids(self, text: str) -> tuple[int, ...]:
+        """The LLM's token ids of ``text`` without special tokens ``(T,)``, cached (the prompt template's pieces
+        repeat in every request and every training sample)."""
+        return self._cached_ids(text)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -276,7 +281,7 @@ class NextGPT(nn.Module):
         bos = self.tokenizer.bos_token_id
         for piece in pieces:
             if isinstance(piece, TextPiece):
-                ids = list(self._text_ids(piece.text))
+                ids = list(self.text_ids(piece.text))
                 if self.composition.prompt.bos == "every_segment" and bos is not None and not piece.continues:
                     ids = [bos, *ids]
                 if ids:

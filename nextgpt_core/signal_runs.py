@@ -99,15 +99,9 @@ class SignalRunController:
         started = self._open[0] if self._open else None
         return [m for m in self.want if self._counts[m] == 0 and m != started]
 
-    def in_run(self) -> bool:
-        """Whether a run is open (started, not complete)."""
-        return self._open is not None
-
-    def has_stop(self) -> bool:
-        """Whether the reply text so far contains a stop string (sticky once seen)."""
-        return self._stop_seen
-
-    def _advance(self, ids: torch.Tensor) -> None:
+    def advance(self, ids: torch.Tensor) -> None:
+        """Account for the generated ids ``(T,)`` not seen yet (the processor call sees all but the last token;
+        :func:`~nextgpt_core.generation` calls this once more after ``generate`` returns)."""
         if ids.shape[0] <= self._seen:
             return
         new_text = False
@@ -138,7 +132,7 @@ class SignalRunController:
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """transformers ``LogitsProcessor`` protocol: ``input_ids (1, k)``, ``scores (1, vocab)`` -> scores."""
         ids = input_ids[0]
-        self._advance(ids)
+        self.advance(ids)
         if self._open is not None:  # complete the run
             key, nxt, _ = self._open
             return self._force(scores, self.runs[key][nxt])
@@ -203,7 +197,7 @@ class SignalRunController:
     def stop(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None, **kwargs: object) -> torch.BoolTensor:
         """transformers ``StoppingCriteria`` protocol: stop on a stop string (unless a wanted run is missing or a
         run is open) or on cancellation."""
-        self._advance(input_ids[0])
+        self.advance(input_ids[0])
         done = False
         if self.should_stop is not None and self.should_stop():
             self.cancelled = done = True

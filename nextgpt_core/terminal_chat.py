@@ -116,7 +116,7 @@ class ChatSession:
             for word in _split(rest):
                 self._attach(word)
         elif name == "/want":
-            self._set_want(rest.split())
+            self.set_want(rest.split())
         elif name == "/seed":
             try:
                 self.next_seed = int(rest)
@@ -133,7 +133,13 @@ class ChatSession:
             raise ChatInputError(f"unknown command {name!r}; type /help for the list")
         return True
 
-    def _set_want(self, keys: list[str]) -> None:
+    def set_want(self, keys: list[str]) -> None:
+        """The modalities every following reply must make (``/want image audio``); ``["none"]`` lets the model
+        decide, ``[]`` only prints the current setting.
+
+        Raises:
+            ChatInputError: a key the model cannot generate.
+        """
         if keys == ["none"]:
             self.want = []
         elif keys:
@@ -304,7 +310,7 @@ def chat(
         pass
     session = ChatSession(model, out, seed=seed, max_new_tokens=max_new_tokens, overwrite=overwrite)
     if want:
-        session._set_want(list(want))
+        session.set_want(list(want))
     inputs = ", ".join(model.input_modalities()) or "(none)"
     outputs = ", ".join(model.output_modalities()) or "(none)"
     typer.echo(f"nextgpt chat: composition {model.composition.name!r}; inputs: text, {inputs}; outputs: text, {outputs}")

@@ -191,7 +191,7 @@ class _Builder:
         if self.segment_bos is not None and not continues:
             self.add_ids([self.segment_bos], labelled=False)
         if text:
-            self.add_ids(list(self.model._text_ids(text)), labelled)
+            self.add_ids(list(self.model.text_ids(text)), labelled)
 
     def add_media(self, piece: MediaPiece) -> None:
         if self.room <= 0:

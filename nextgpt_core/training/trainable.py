@@ -249,6 +249,16 @@ class RowTraining(nn.Module):
             head.weight[self.head_ids] = self.head_rows.to(head.weight.dtype)  # type: ignore[union-attr]
 
     @torch.no_grad()
+    def reload(self) -> None:
+        """The inverse of :meth:`merge`: set the trained rows from the matrices (after a checkpoint was loaded into
+        the LLM, so training resumes from the loaded rows)."""
+        embed, head = self._modules_ref
+        if self.embed_rows is not None:
+            self.embed_rows.copy_(embed.weight[self.embed_ids])
+        if self.head_rows is not None and not self.tied:
+            self.head_rows.copy_(head.weight[self.head_ids])  # type: ignore[union-attr]
+
+    @torch.no_grad()
     def export_rows(self, ids: Sequence[int]) -> dict[str, torch.Tensor]:
         """The current rows ``ids`` as the checkpoint's ``token_rows`` tensors, without changing the model.
 
@@ -333,15 +343,6 @@ class TrainableSet:
                     seen.add(id(p))
                     out.append((name, p))
         return out
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by kind, for per-kind learning rates: ``input_projectors``, ``output_projectors``, ``lora``,
-        ``token_rows`` (kinds the stage does not train are absent)."""
-        groups: dict[str, list[nn.Parameter]] = {}
-        for component, items in self.parameters.items():
-            kind = "token_rows" if component.endswith(".rows") else "lora" if component == "llm.lora" else component.split(".")[0]
-            groups.setdefault(kind, []).extend(p for _, p in items)
-        return groups
 
     def set_modes(self, model: nn.Module) -> None:
         """Train mode for exactly :attr:`train_modules`, eval mode for everything else of ``model`` (encoders,

@@ -889,14 +889,8 @@ class Trainer:
     def _load_weights(self, directory: Path) -> None:
         """Load the model checkpoint, then refresh the row-training copies from the loaded matrices."""
         self.model.load_checkpoint(directory)
-        rows = self.trainable.rows
-        if rows is not None:
-            embed, head = rows._modules_ref
-            with torch.no_grad():
-                if rows.embed_rows is not None:
-                    rows.embed_rows.copy_(embed.weight[rows.embed_ids])
-                if rows.head_rows is not None and not rows.tied:
-                    rows.head_rows.copy_(head.weight[rows.head_ids])
+        if self.trainable.rows is not None:
+            self.trainable.rows.reload()
 
     def _check_resumable(self, directory: Path) -> None:
         """Read ``directory``'s trainer state and refuse, with one line, a state this run's engine cannot continue

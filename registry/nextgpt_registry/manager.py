@@ -26,7 +26,7 @@ from .errors import (
     RegistryError,
     UnknownKeyError,
 )
-from .specs import ROLES, TARGET_PATTERN, ComponentSpec, ModalitySpec, Provider, ToyWorldSpec
+from .specs import TARGET_PATTERN, ComponentSpec, ModalitySpec, Provider, ToyWorldSpec
 
 __all__ = ["Registry", "PluginFailure", "resolve_target", "LOAD_PLUGINS_ENV", "ENTRY_POINT_GROUP"]
 
@@ -234,16 +234,6 @@ class Registry:
     def provider(self, kind: str, key: str) -> Provider:
         """Who registered ``key`` (``kind`` is ``"modality"``, ``"component"`` or ``"toy_world"``)."""
         return self.providers[(kind, key)]
-
-    def components_for(self, role: str | None = None, modality: str | None = None) -> list[ComponentSpec]:
-        """Components filtered by role and by the modality they serve (generic ones match every modality)."""
-        if role is not None and role not in ROLES:
-            raise UnknownKeyError(f"unknown component role {role!r}; roles: {', '.join(ROLES)}")
-        return [
-            s
-            for s in self.components.values()
-            if (role is None or s.role == role) and (modality is None or s.modality in (None, modality))
-        ]
 
     def modality_for_path(self, path: str | os.PathLike[str]) -> str:
         """The modality a file belongs to, from its suffix.

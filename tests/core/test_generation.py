@@ -18,7 +18,7 @@ class _Scripted(SignalRunController):
     script: dict[int, int] = {}
 
     def __call__(self, input_ids, scores):
-        self._advance(input_ids[0])
+        self.advance(input_ids[0])
         k = input_ids.shape[1]
         if self._open is None and k in self.script:
             return self._force(scores, self.script[k])
