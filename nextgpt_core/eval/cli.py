@@ -11,14 +11,15 @@ import typer
 
 def eval_command(
     ctx: typer.Context,
-    suite: str = typer.Option("toy", "--suite", help="The protocol: toy (the toy world's held-out suite)."),
+    suite: str = typer.Option("toy", "--suite", help="The protocol: toy (the toy world's held-out suite), or a .jsonl file of your own rows (docs/evaluation.md)."),
     composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name or TOML path."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (default: the composition's own)."),
     out: Path = typer.Option(Path("outputs/eval"), "--out", "-o", help="Folder for results.json, report.md and the example grid."),
-    limit: int = typer.Option(10, "--limit", help="Samples per task."),
+    limit: int = typer.Option(10, "--limit", help="Samples per task (toy); the first N rows of a .jsonl suite (default: all)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the samples and every generation."),
     variant: list[str] = typer.Option([], "--variant", help="model, no-stage1, no-stage2, ceiling (repeatable; default: all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier evaluation (never any other folder)."),
+    resume: bool = typer.Option(False, "--resume", help="Go on with an interrupted run of the same --out and options: finished samples are not run again."),
 ) -> None:
     """Score a model on a fixed protocol; the same seed gives the same numbers. The results folder is written
     whole at the end (a new or empty --out, or an earlier evaluation with --overwrite).
@@ -27,8 +28,8 @@ def eval_command(
         return
     from ..errors import ConfigError
 
-    if suite != "toy":
-        raise ConfigError(f"unknown suite {suite!r}; available: toy")
+    if suite != "toy" and not suite.endswith(".jsonl"):
+        raise ConfigError(f"unknown suite {suite!r}; available: toy, or a .jsonl file (docs/evaluation.md)")
     if limit < 1:
         raise ConfigError("--limit must be at least 1")
     if checkpoint is not None and not checkpoint.is_dir():
@@ -41,10 +42,21 @@ def eval_command(
     variants = list(variant) or list(VARIANTS)
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     inputs = [checkpoint, composition if Path(composition).suffix else None]
+    if suite != "toy":
+        _custom_eval(Path(suite), composition, checkpoint, out, limit if ctx.get_parameter_source("limit").name != "DEFAULT" else None,
+                     seed, variant, overwrite, resume, inputs)
+        return
     check_output_folder(out, EVAL_RESULTS, overwrite=overwrite, inputs=inputs, option="--out")
+    from .journal import EvalJournal
+
+    journal = EvalJournal(out, _protocol(composition, checkpoint, limit, seed, variants), resume=resume)
+    if resume and len(journal):
+        typer.echo(f"resuming: {len(journal)} finished samples from {journal.path}")
     with atomic_directory(out, EVAL_RESULTS, overwrite=overwrite, inputs=inputs, option="--out") as tmp:
-        results = run_toy_eval(composition, tmp, checkpoint=checkpoint, per_task=limit, seed=seed, variants=variants)
+        results = run_toy_eval(composition, tmp, checkpoint=checkpoint, per_task=limit, seed=seed, variants=variants,
+                               journal=journal)
         write_marker(tmp, "eval", list_files(tmp))
+    journal.remove()
     typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
     for task, entry in results["tasks"].items():
         model = entry.get("model")
@@ -52,8 +64,58 @@ def eval_command(
             typer.echo(f"{task}: {100 * model['accuracy']:.1f}% (n={model['n']})")
 
 
-def run_toy_eval(composition: str, out: Path, *, checkpoint: Any, per_task: int, seed: int, variants: list[str]) -> dict[str, Any]:
-    """Run the toy suite with a progress bar per variant, then write the results, the report and the grid."""
+def _custom_eval(suite: Path, composition: str, checkpoint: Any, out: Path, limit: Optional[int], seed: int,
+                 variant: list[str], overwrite: bool, resume: bool, inputs: list[Any]) -> None:
+    """``--suite FILE.jsonl``: the rows of the file on the model; results and report as the toy suite's."""
+    from ..errors import ConfigError
+    from ..folders import EVAL_RESULTS, atomic_directory, check_output_folder, list_files, write_marker
+    from .custom import load_custom_suite, run_custom_suite
+    from .report import write_results
+
+    if [v for v in variant if v != "model"]:
+        raise ConfigError("--variant: a .jsonl suite scores the model only (the ablations are the toy suite's)")
+    if resume:
+        raise ConfigError("--resume is for the toy suite; a .jsonl suite runs whole")
+    rows = load_custom_suite(suite)  # a malformed file fails before the model loads
+    check_output_folder(out, EVAL_RESULTS, overwrite=overwrite, inputs=[*inputs, suite], option="--out")
+    with atomic_directory(out, EVAL_RESULTS, overwrite=overwrite, inputs=[*inputs, suite], option="--out") as tmp:
+        bar = None
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=min(len(rows), limit or len(rows)), desc="     model", unit="sample", dynamic_ncols=True)
+        except ImportError:  # pragma: no cover
+            pass
+
+        def progress(_variant: str, done: int, total: int, rate: float) -> None:
+            if bar is not None:
+                bar.n = done
+                bar.set_postfix_str(f"accuracy {100 * rate:.1f}%", refresh=True)
+
+        try:
+            results = run_custom_suite(composition, suite, checkpoint=checkpoint, seed=seed, limit=limit, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+        protocol = {"suite": str(suite), "composition": str(composition),
+                    "checkpoint": str(checkpoint) if checkpoint else None, "rows": limit, "seed": seed}
+        write_results(results, tmp, protocol=protocol, variants=["model"])
+        write_marker(tmp, "eval", list_files(tmp))
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    for task, entry in results["tasks"].items():
+        typer.echo(f"{task}: {100 * entry['model']['accuracy']:.1f}% (n={entry['model']['n']})")
+
+
+def _protocol(composition: str, checkpoint: Any, per_task: int, seed: int, variants: list[str]) -> dict[str, Any]:
+    return {"suite": "toy", "composition": str(composition), "checkpoint": str(checkpoint) if checkpoint else None,
+            "per_task": per_task, "seed": seed, "variants": variants}
+
+
+def run_toy_eval(composition: str, out: Path, *, checkpoint: Any, per_task: int, seed: int, variants: list[str],
+                 journal: Any = None) -> dict[str, Any]:
+    """Run the toy suite with a progress bar per variant, then write the results, the report and the grid
+    (``journal``: an :class:`~nextgpt_core.eval.journal.EvalJournal` to record finished samples in and resume
+    from)."""
     from .report import write_grid, write_results
     from .toy import run_toy_suite
 
@@ -69,26 +131,25 @@ def run_toy_eval(composition: str, out: Path, *, checkpoint: Any, per_task: int,
         bar = bars.get(variant)
         if bar is None:
             bar = bars[variant] = tqdm(total=total, desc=f"{variant:>10}", unit="sample", dynamic_ncols=True)
-        bar.n = done
+        bar.n = done  # a resumed run's bar starts at the samples taken from the journal
         bar.set_postfix_str(f"accuracy {100 * rate:.1f}%", refresh=True)
 
     try:
         results = run_toy_suite(composition, out, checkpoint=checkpoint, per_task=per_task, seed=seed,
-                                variants=variants, progress=progress)
+                                variants=variants, progress=progress, journal=journal)
     finally:
         for bar in bars.values():
             bar.close()
     objects = results.pop("_objects")
-    world, samples = objects["world"], objects["samples"]
+    samples = objects["samples"]
     rows = []
     for s in samples.get("model", []):
-        if s.media and s.task.startswith(("generate", "convert", "edit")) and len([r for r in rows if r[0].startswith(s.task)]) < 2:
+        if s.previews and s.task.startswith(("generate", "convert", "edit")) and len([r for r in rows if r[0].startswith(s.task)]) < 2:
             mark = "ok" if s.correct else "wrong"
             rows.append((f"{s.task} [{mark}]: {s.dialogue.turns[-2][1][-1] if isinstance(s.dialogue.turns[-2][1][-1], str) else ''}",
-                         [world.parts[m].preview(data) for m, data in s.media]))
+                         list(s.previews)))
     grid = write_grid(rows, out / "examples.png") if rows else None
-    protocol = {"suite": "toy", "composition": str(composition), "checkpoint": str(checkpoint) if checkpoint else None,
-                "per_task": per_task, "seed": seed, "variants": variants}
+    protocol = _protocol(composition, checkpoint, per_task, seed, variants)
     write_results(results, out, protocol=protocol, variants=variants, grid=grid)
     return results
 

@@ -73,12 +73,19 @@ def write_results(results: dict[str, Any], out: Path, *, protocol: dict[str, Any
     payload["machine"] = {"platform": platform.platform()}
     json_path = out / "results.json"
     json_path.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
+    if results["suite"] == "toy":
+        about = (f"Composition `{protocol.get('composition')}`, {results['per_task']} samples per task, seed "
+                 f"{results['seed']}, commit {payload['commit']}. Accuracy: every attribute right; 95% Wilson intervals; "
+                 "held-out combinations and phrasings only.")
+    else:
+        rows = sum(entry["model"]["n"] for entry in results["tasks"].values())
+        about = (f"Composition `{protocol.get('composition')}`, {rows} rows of `{protocol.get('suite')}`, seed "
+                 f"{results['seed']}, commit {payload['commit']}. Accuracy: every check of a row holds; 95% Wilson "
+                 "intervals; the per-check rates are in results.json.")
     lines = [
         f"# `{results['suite']}` suite",
         "",
-        f"Composition `{protocol.get('composition')}`, {results['per_task']} samples per task, seed {results['seed']}, "
-        f"commit {payload['commit']}. Accuracy: every attribute right; 95% Wilson intervals; held-out combinations "
-        "and phrasings only.",
+        about,
         "",
         markdown_table(results, variants),
         "",

@@ -23,7 +23,6 @@ encoding: the best the LLM path can reach).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections import defaultdict
@@ -51,6 +50,13 @@ class ToySample:
     reply: str = ""
     read_back: list[dict[str, str]] = field(default_factory=list)
     media: list[Any] = field(default_factory=list, repr=False)
+    #: ``(H, W, 3)`` uint8 previews of ``media`` (the report's grid); kept in the journal of a resumable run
+    previews: list[Any] = field(default_factory=list, repr=False)
+
+    def restore(self, record: dict[str, Any]) -> None:
+        """Take the outcome of a finished sample from an evaluation journal (``--resume``)."""
+        self.correct, self.attributes, self.reply = record["correct"], dict(record["attributes"]), record["reply"]
+        self.read_back, self.previews = list(record["read_back"]), list(record["previews"])
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -205,8 +211,12 @@ def run_toy_suite(
     seed: int = 0,
     variants: Sequence[str] = VARIANTS,
     progress: Callable[[str, int, int, float], None] | None = None,
+    journal: Any = None,
 ) -> dict[str, Any]:
     """Score ``composition`` (a toy world) on the suite; returns the results (also per variant and task).
+
+    ``journal`` (an :class:`~nextgpt_core.eval.journal.EvalJournal`): each finished sample is recorded there, and
+    a sample it already holds is taken from it instead of being run again (``--resume``).
 
     Raises:
         ConfigError: the composition has a modality without a toy-world part.
@@ -224,15 +234,30 @@ def run_toy_suite(
     samples_by_variant: dict[str, list[ToySample]] = {}
     media_dir = out / "media"
     timings: dict[str, float] = {}
+    resumed_counts: dict[str, int] = {}
     for variant in variants:
         samples = toy_samples(world, per_task, seed)
         started = time.perf_counter()
+        resumed = 0
+
+        def score(i: int, s: ToySample, run: Callable[[], None]) -> None:
+            nonlocal resumed
+            record = journal.finished(variant, s.sample_id) if journal is not None else None
+            if record is not None:
+                s.restore(record)
+                resumed += 1
+            else:
+                run()
+                s.previews = [world.parts[m].preview(data) for m, data in s.media]
+                if journal is not None:
+                    journal.record(variant, s, s.previews)
+            if progress:
+                progress(variant, i + 1, len(samples), _rate(samples[: i + 1]))
+
         if variant == "ceiling":
             samples = [s for s in samples if s.dialogue.task != "describe"]
             for i, s in enumerate(samples):
-                _ceiling(model, world, s, seed + i)
-                if progress:
-                    progress(variant, i + 1, len(samples), _rate(samples[: i + 1]))
+                score(i, s, lambda s=s, i=i: _ceiling(model, world, s, seed + i))
         else:
             saved = {}
             if variant == "no-stage1":
@@ -247,9 +272,7 @@ def run_toy_suite(
                 samples = [s for s in samples if s.dialogue.task != "describe"]
             runner = _Runner(model, world, media_dir, seed)
             for i, s in enumerate(samples):
-                runner.run(s)
-                if progress:
-                    progress(variant, i + 1, len(samples), _rate(samples[: i + 1]))
+                score(i, s, lambda s=s: runner.run(s))
             if variant == "no-stage1":
                 for k, state in saved.items():
                     model.input_projectors[k].load_state_dict(state)
@@ -258,8 +281,11 @@ def run_toy_suite(
                     for f, state in per.items():
                         model.output_projectors[k][f].load_state_dict(state)
         timings[variant] = round(time.perf_counter() - started, 1)
+        if resumed:
+            resumed_counts[variant] = resumed
         samples_by_variant[variant] = samples
     results = _summarise(world, samples_by_variant, timings, per_task, seed)
+    results["resumed"] = resumed_counts  # samples taken from the journal, per variant (their time is not in timings)
     results["_objects"] = {"world": world, "samples": samples_by_variant}
     return results
 

@@ -146,6 +146,87 @@ def test_mini_eval_writes_results_and_report(mini_world, tmp_path):
     assert len(rows) == len(results["tasks"]) + 1 and all(line.endswith("same") for line in rows), done.stdout
 
 
+_INTERRUPTED = """
+import atexit, sys
+from nextgpt_core.eval import toy
+real, calls = toy._Runner.run, []
+def run(self, sample):
+    calls.append(sample.sample_id)
+    if len(calls) == STOP_AT:
+        raise KeyboardInterrupt  # a user's Ctrl-C on the STOP_AT-th sample
+    real(self, sample)
+toy._Runner.run = run
+atexit.register(lambda: print("RUNS", len(calls)))
+from nextgpt_core.cli import main
+sys.argv = ["nextgpt", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def test_an_interrupted_eval_resumes_without_rerunning_a_finished_sample(mini_world, tmp_path):
+    """Ctrl-C on the 4th sample: no results folder, a journal of the 3 finished ones; --resume runs only the rest
+    and gives the numbers of an uninterrupted run; the journal goes when the results land."""
+    from nextgpt_core.eval.journal import journal_path
+
+    def run(out: Path, *extra: str, stop_at: int = 0) -> subprocess.CompletedProcess[str]:
+        args = ["eval", "--composition", str(mini_world / "toy.toml"), "--out", str(out), "--limit", "1",
+                "--variant", "model", *extra]
+        return subprocess.run([sys.executable, "-c", _INTERRUPTED.replace("STOP_AT", str(stop_at)), *args],
+                              capture_output=True, text=True, env=ENV, timeout=900)
+
+    out = tmp_path / "eval"
+    done = run(out, stop_at=4)
+    assert done.returncode != 0 and not out.exists()
+    journal = journal_path(out)
+    assert len((journal / "journal.jsonl").read_text().splitlines()) == 1 + 3  # the header and 3 samples
+    done = run(out, "--limit", "2", "--resume")  # other options: refused, nothing changed
+    assert done.returncode == 2 and "--resume" in done.stderr and "per_task" in done.stderr, done.stderr
+    done = run(out, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = json.loads((out / "results.json").read_text())
+    total = sum(entry["model"]["n"] for entry in resumed["tasks"].values())
+    assert "resuming: 3 finished samples" in done.stdout and f"RUNS {total - 3}" in done.stdout
+    assert resumed["resumed"] == {"model": 3} and not journal.exists()
+    clean = tmp_path / "clean"
+    assert run(clean).returncode == 0
+    assert json.loads((clean / "results.json").read_text())["tasks"] == resumed["tasks"]
+    assert (out / "examples.png").is_file()
+
+
+def test_a_custom_jsonl_suite_scores_each_row_by_its_checks(mini_world, tmp_path):
+    """An integrator's suite on the mini world: rows whose checks must hold (a wanted modality is made; a word
+    that no reply contains is missing) and a read-back check; a bad file is one line before the model loads."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "black.png")
+    rows = [
+        {"id": "draw", "task": "made", "turns": ["Draw a red circle."], "want": ["image"],
+         "expect": {"modalities": ["image"], "not_contains": ["zzqqxx"]}},
+        {"id": "look", "task": "made", "turns": [{"text": "What is in this picture?", "media": ["black.png"]}],
+         "expect": {"not_contains": ["zzqqxx"]}},
+        {"id": "word", "task": "words", "turns": ["Hello."], "expect": {"contains": ["zzqqxx"]}},
+        {"id": "paint", "task": "words", "turns": ["Draw a blue square.", "Now make it green."], "want": ["image"],
+         "expect": {"read_back": {"image": {"background": "white"}}}},
+    ]
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "eval"
+    done = _nextgpt("eval", "--suite", str(suite), "--composition", str(mini_world / "toy.toml"), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["suite"] == "file:suite.jsonl" and results["protocol"]["suite"] == str(suite)
+    assert results["tasks"]["made"]["model"]["accuracy"] == 1.0
+    by_id = {s["id"]: s for s in results["samples"]["model"]}
+    assert by_id["word"]["correct"] is False and by_id["word"]["attributes"] == {"contains:zzqqxx": False}
+    (read,) = by_id["paint"]["read_back"]
+    assert by_id["paint"]["attributes"] == {"image.background": read.get("background") == "white"}
+    assert "rows of" in (out / "report.md").read_text()
+    suite.write_text('{"turns": ["hi"], "expect": {"contians": ["x"]}}\n')
+    done = _nextgpt("eval", "--suite", str(suite), "--composition", str(mini_world / "toy.toml"), "--out", str(tmp_path / "e2"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown check(s) contians" in done.stderr
+
+
 def test_build_never_writes_into_a_folder_it_did_not_make(tmp_path, mini_world):
     (tmp_path / "mine.txt").write_text("keep me")
     done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(tmp_path), "--overwrite")
