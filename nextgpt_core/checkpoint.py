@@ -192,7 +192,7 @@ def read_manifest(directory: "str | os.PathLike[str]", *, verify: bool = True) -
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"malformed JSON ({str(exc).splitlines()[0]})") from None
+        raise _fail(path, f"malformed JSON ({str(exc).splitlines()[0]})") from exc
     if not isinstance(manifest, dict):
         raise _fail(path, f"holds a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != FORMAT:
@@ -262,7 +262,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise _fail(path, "missing (every part folder holds a config.json listed in the manifest)") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"malformed JSON ({str(exc).splitlines()[0]})") from None
+        raise _fail(path, f"malformed JSON ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
         raise _fail(path, f"holds a JSON {type(data).__name__}, not an object")
     return data
@@ -280,7 +280,7 @@ def _tensor_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
                 out[key] = (tuple(int(d) for d in view.get_shape()), str(view.get_dtype()))
             return out
     except Exception as exc:  # safetensors raises its own error types for a bad header
-        raise _fail(path, f"not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise _fail(path, f"not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
 
 
 def _check_shapes(path: Path, expected: dict[str, tuple[int, ...]], *, what: str, subset: bool = False) -> None:

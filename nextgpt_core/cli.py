@@ -34,9 +34,28 @@ class UsageProblem(Exception):
     """Bad input detected by the CLI itself."""
 
 
-def _fail(message: str) -> None:
+#: set to 1 (or pass --debug) to follow each one-line error with its traceback, causes included
+DEBUG_ENV = "NEXTGPT_DEBUG"
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _fail(message: str, exc: BaseException | None = None) -> None:
     typer.echo(f"error: {message}", err=True)
+    if exc is not None and _debugging():
+        import traceback
+
+        typer.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
     raise typer.Exit(2)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help=f"After an error's one line, print its traceback and causes (or set {DEBUG_ENV}=1).")) -> None:
+    """Any-to-any multimodal LLM (NExT-GPT method): text, images, video and audio in and out, through plugins."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 #: OSErrors that say the machine cannot take the write (disk full, quota, read-only, permission): one line, exit 1
@@ -58,7 +77,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (NextGPTError, RegistryError, UsageProblem) as exc:
             if getattr(exc, "same_on_every_process", False) and os.environ.get("RANK", "0") != "0":
                 raise typer.Exit(2) from None  # every process of the launch found it: the first one says it
-            _fail(str(exc))
+            _fail(str(exc), exc)
         except OSError as exc:
             if exc.errno not in _ENVIRONMENT_ERRNOS:
                 raise
@@ -406,7 +425,7 @@ def _train_config(**settings: Any) -> Any:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         option = "--out" if field == "output_dir" else "--" + field.replace("_", "-")
-        raise UsageProblem(f"{option} {first.get('input')!r}: {first['msg']}") from None
+        raise UsageProblem(f"{option} {first.get('input')!r}: {first['msg']}") from exc
 
 
 @app.command()

@@ -352,7 +352,7 @@ def path_settings() -> dict[str, str]:
     try:
         data = tomllib.loads(_read_text(file, str(file)))
     except tomllib.TOMLDecodeError as exc:
-        raise CompositionError(f"{file}: not valid TOML ({exc})") from None
+        raise CompositionError(f"{file}: not valid TOML ({exc})") from exc
     bad = [k for k, v in data.items() if not isinstance(v, str)]
     if bad:
         raise CompositionError(f"{file}: every entry must be a string path (NAME = \"/path\"); not: {', '.join(bad)}")
@@ -417,9 +417,9 @@ def _read_text(path: Path, where: str) -> str:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CompositionError(f"{where}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
-                               "TOML files are UTF-8") from None
+                               "TOML files are UTF-8") from exc
     except OSError as exc:
-        raise CompositionError(f"{where}: cannot read ({exc.strerror or exc})") from None
+        raise CompositionError(f"{where}: cannot read ({exc.strerror or exc})") from exc
 
 
 def load_composition(
@@ -455,7 +455,7 @@ def load_composition(
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise CompositionError(f"{where}: not valid TOML ({exc})") from None
+        raise CompositionError(f"{where}: not valid TOML ({exc})") from exc
     return _validate(_expand(data, where, fallback_paths, path.resolve().parent), where)
 
 
@@ -473,7 +473,7 @@ def _validate(data: dict[str, Any], where: str) -> Composition:
     try:
         return Composition.model_validate(data)
     except ValidationError as exc:
-        raise CompositionError(f"{where}: {_problems(exc)}") from None
+        raise CompositionError(f"{where}: {_problems(exc)}") from exc
 
 
 # ---------------------------------------------------------------------------------------------- resolving
@@ -597,9 +597,9 @@ def _llm_config(path: str, config_path: Path) -> dict[str, Any]:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CompositionError(f"llm.path {path!r}: config.json is not valid JSON ({str(exc).splitlines()[0]})") from None
+        raise CompositionError(f"llm.path {path!r}: config.json is not valid JSON ({str(exc).splitlines()[0]})") from exc
     except OSError as exc:
-        raise WeightsNotFoundError(f"llm.path {path!r}: cannot read config.json ({exc.strerror or exc})") from None
+        raise WeightsNotFoundError(f"llm.path {path!r}: cannot read config.json ({exc.strerror or exc})") from exc
     if not isinstance(config, dict):
         raise CompositionError(f"llm.path {path!r}: config.json holds a JSON {type(config).__name__}, not an object")
     archs = config.get("architectures")
@@ -691,7 +691,7 @@ def resolve_composition(
         try:
             spec = registry.modality(key)
         except UnknownKeyError as exc:
-            raise CompositionError(f"composition {comp.name!r}: {exc}") from None
+            raise CompositionError(f"composition {comp.name!r}: {exc}") from exc
         resolved[key] = _resolve_modality(comp, key, spec, settings, registry, hidden)
 
     shared = None
@@ -816,12 +816,12 @@ def _resolve_route(
     try:
         inputs = {c.name: c for c in dec_class.conditioning_inputs_of(dec_config)}
     except ConfigError as exc:
-        raise CompositionError(f"{where}: decoder {decoder.id!r}: {exc}") from None
+        raise CompositionError(f"{where}: decoder {decoder.id!r}: {exc}") from exc
     _check_local_files(dec_class, dec_config, where, require=False)  # an existing folder that does not fit
     try:
         dec_class.options_class.model_validate(decode_options)
     except ValidationError as exc:
-        raise CompositionError(f"{where}: decode_options: {_problems(exc)}") from None
+        raise CompositionError(f"{where}: decode_options: {_problems(exc)}") from exc
     if not out_choices:
         raise CompositionError(f"{where}: decoder {decoder.id!r} has no `output_projectors`")
     if len(out_choices) == 1 and out_choices[0].fills is None and len(inputs) > 1:
@@ -863,9 +863,9 @@ def _check_local_files(dec_class: Any, config: Any, where: str, *, require: bool
     try:
         check(config, require=require)
     except WeightsNotFoundError as exc:
-        raise WeightsNotFoundError(f"{where}: {exc}") from None
+        raise WeightsNotFoundError(f"{where}: {exc}") from exc
     except ConfigError as exc:
-        raise CompositionError(f"{where}: {exc}") from None
+        raise CompositionError(f"{where}: {exc}") from exc
 
 
 def check_local_weights(resolved: "ResolvedComposition") -> None:
@@ -889,7 +889,7 @@ def _component(registry: Registry, choice: ComponentChoice | None, role: str, ke
     try:
         spec = registry.component(choice.id, role=role)
     except UnknownKeyError as exc:
-        raise CompositionError(f"{where}: {exc}") from None
+        raise CompositionError(f"{where}: {exc}") from exc
     if spec.modality not in (None, key):
         raise CompositionError(f"{where}: {role.replace('_', ' ')} {choice.id!r} is for modality {spec.modality!r}")
     return ResolvedComponent(choice.id, spec.target, dict(choice.options), choice.fills)
@@ -899,14 +899,14 @@ def _class(component: ResolvedComponent, where: str) -> Any:
     try:
         return resolve_target(component.target)
     except RegistryError as exc:
-        raise CompositionError(f"{where}: component {component.id!r}: {exc}") from None
+        raise CompositionError(f"{where}: component {component.id!r}: {exc}") from exc
 
 
 def _config(klass: Any, options: dict[str, Any], where: str, role: str) -> Any:
     try:
         return klass.make_config(options)
     except ConfigError as exc:
-        raise CompositionError(f"{where}, {role}: {exc}") from None
+        raise CompositionError(f"{where}, {role}: {exc}") from exc
 
 
 def _fit_input_projector(

@@ -324,7 +324,7 @@ def folder_config(folder: Path, part: str, name: str = "config.json") -> dict[st
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: malformed JSON ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: malformed JSON ({str(exc).splitlines()[0]})") from exc
     return data if isinstance(data, dict) else {}
 
 

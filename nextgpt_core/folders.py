@@ -307,7 +307,7 @@ def check_output_folder(
     try:
         entries = [e for e in os.listdir(real)]
     except OSError as exc:
-        raise OutputFolderError(f"{shown}: cannot be listed ({exc.strerror or exc})") from None
+        raise OutputFolderError(f"{shown}: cannot be listed ({exc.strerror or exc})") from exc
     if not entries:
         return "empty"
     if kind is None or not kind.recognise(real):

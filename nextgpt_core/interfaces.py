@@ -84,7 +84,7 @@ class Component:
         try:
             return cls.config_class.model_validate(dict(options or {}))
         except ValidationError as exc:
-            raise ConfigError(f"invalid options for {cls.__name__}: {_one_line(exc)}") from None
+            raise ConfigError(f"invalid options for {cls.__name__}: {_one_line(exc)}") from exc
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | ComponentConfig | None = None) -> "Component":
@@ -145,7 +145,7 @@ class Component:
             if not isinstance(target, str) or not isinstance(options, dict):
                 raise TypeError("'target' must be a string and 'config' an object")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{config_path}: malformed component config ({exc})") from None
+            raise CheckpointError(f"{config_path}: malformed component config ({exc})") from exc
         if target != _target_of(cls) and not _importable_target(target):
             raise CheckpointError(
                 f"{config_path} names {target!r}, which is neither a {cls.__name__} nor a component an installed "
@@ -154,7 +154,7 @@ class Component:
         try:
             klass = resolve_target(target)
         except RegistryError as exc:
-            raise CheckpointError(f"{config_path}: {exc}") from None
+            raise CheckpointError(f"{config_path}: {exc}") from exc
         if not (isinstance(klass, type) and issubclass(klass, cls)):
             raise CheckpointError(f"{config_path} holds a {target}, not a {cls.__name__}")
         config = klass.make_config(options)
@@ -199,7 +199,7 @@ def _check_header(klass: type, config: Any, weights: Path, *, strict: bool) -> N
         with safe_open(str(weights), framework="pt", device="cpu") as fh:
             found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors' own error types
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from exc
     missing, unexpected = sorted(set(own) - set(found)), sorted(set(found) - set(own))
     shapes = sorted(f"{k}: file {found[k]} vs model {own[k]}" for k in set(own) & set(found) if own[k] != found[k])
     if shapes or (strict and (missing or unexpected)):
@@ -572,7 +572,7 @@ class Decoder(Component, ABC):
         try:
             return self.options_class.model_validate(dict(options or {}))
         except ValidationError as exc:
-            raise ConfigError(f"invalid decode options for {type(self).__name__}: {_one_line(exc)}") from None
+            raise ConfigError(f"invalid decode options for {type(self).__name__}: {_one_line(exc)}") from exc
 
     def __call__(
         self,

@@ -505,7 +505,7 @@ class NextGPT(nn.Module):
                 should_stop=should_stop,
             )
         except ValueError as exc:
-            raise ConversationError(str(exc)) from None
+            raise ConversationError(str(exc)) from exc
         streamer = None
         if on_text is not None:
             hidden = self.tokens.all_signal_ids | set(self.tokens.added.values())

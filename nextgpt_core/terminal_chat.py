@@ -276,7 +276,7 @@ def _split(rest: str) -> list[str]:
     try:
         return shlex.split(rest)
     except ValueError as exc:
-        raise ChatInputError(f"cannot read {rest!r}: {exc}") from None
+        raise ChatInputError(f"cannot read {rest!r}: {exc}") from exc
 
 
 def chat(

@@ -49,7 +49,7 @@ def verify_weights_manifest(manifest: str | os.PathLike[str]) -> dict[str, str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable weights manifest ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable weights manifest ({type(exc).__name__}: {exc})") from exc
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise CheckpointError(f"{path}: a weights manifest needs \"files\": {{relative path: sha256}}")

@@ -74,7 +74,7 @@ def load_results(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such file (give an evaluation's --out folder or its results.json)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{file}: not a results.json ({exc})") from None
+        raise ConfigError(f"{file}: not a results.json ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("samples"), dict):
         raise ConfigError(f"{file}: not an evaluation's results (it has no per-sample records)")
     return data

@@ -86,7 +86,7 @@ def load_custom_suite(path: Path) -> list[CustomRow]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise _fail(path, number, f"not JSON ({exc.msg})") from None
+            raise _fail(path, number, f"not JSON ({exc.msg})") from exc
         if not isinstance(data, dict):
             raise _fail(path, number, "each line must be a JSON object")
         unknown = set(data) - {"id", "task", "turns", "want", "expect"}

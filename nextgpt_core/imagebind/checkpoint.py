@@ -125,7 +125,7 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - any failure to parse means "not a checkpoint"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {first[:200]})") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {first[:200]})") from exc
         return _check_state(path, state)
     try:
         try:
@@ -136,7 +136,7 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first[:200]})") from exc
     return _check_state(path, state)
 
 

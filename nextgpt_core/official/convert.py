@@ -71,10 +71,10 @@ def read_official_file(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor
         first = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else type(exc).__name__)
         raise CheckpointError(
             f"{path}: refused to load: it is not a plain tensor checkpoint for torch.load(weights_only=True) ({first})"
-        ) from None
+        ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a torch.save file: {first})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a torch.save file: {first})") from exc
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a mapping of parameter names to tensors")
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
@@ -122,7 +122,7 @@ def map_official(
             try:
                 full = layout.output_group(group)
             except ValueError as exc:
-                raise CheckpointError(f"{where}: {exc}") from None
+                raise CheckpointError(f"{where}: {exc}") from exc
             if full is None:
                 unexpected.append(f"{name} (the composition generates no {group!r})")
                 continue

@@ -99,9 +99,9 @@ class RetrievalDecoder(Decoder):
             _manifest(config)
         except GalleryIndexError as exc:
             if Path(config.index).exists():
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(str(exc)) from exc
             if require:
-                raise WeightsNotFoundError(str(exc)) from None
+                raise WeightsNotFoundError(str(exc)) from exc
 
     # -- the encoder the queries live with
     def attach_encoder(self, encoder: Any, *, component: str, media_io: Any) -> None:

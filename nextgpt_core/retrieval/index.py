@@ -251,7 +251,7 @@ class GalleryIndex:
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise GalleryIndexError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+            raise GalleryIndexError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from exc
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise GalleryIndexError(f"{path}: not a nextgpt gallery index (format {FORMAT!r} expected)")
         if manifest.get("version") != VERSION:
@@ -263,7 +263,7 @@ class GalleryIndex:
                     and isinstance(manifest["gallery"], str) and isinstance(manifest["encoder"]["fingerprint"], str)):
                 raise TypeError("wrong types")
         except (KeyError, TypeError, ValueError) as exc:
-            raise GalleryIndexError(f"{path}: malformed gallery index manifest ({exc})") from None
+            raise GalleryIndexError(f"{path}: malformed gallery index manifest ({exc})") from exc
         return manifest
 
     @classmethod
@@ -276,7 +276,7 @@ class GalleryIndex:
         try:
             tensors = read_safetensors(folder / EMBEDDINGS_FILE)
         except Exception as exc:  # noqa: BLE001 - a missing or unreadable file
-            raise GalleryIndexError(f"{folder / EMBEDDINGS_FILE}: cannot read the embeddings ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            raise GalleryIndexError(f"{folder / EMBEDDINGS_FILE}: cannot read the embeddings ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
         embeddings = tensors.get("embeddings")
         n, dim = len(manifest["items"]), int(manifest["dim"])
         if embeddings is None or tuple(embeddings.shape) != (n, dim):

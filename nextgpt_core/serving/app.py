@@ -460,7 +460,7 @@ def _check_budget(model: Any, want: list[str], max_new: int) -> None:
         try:
             check(want=want, max_new_tokens=max_new)
         except ConversationError as exc:
-            raise ServingError(400, "max_tokens_too_small", str(exc).splitlines()[0], "max_tokens") from None
+            raise ServingError(400, "max_tokens_too_small", str(exc).splitlines()[0], "max_tokens") from exc
 
 
 def _finish_reason(response: Any, model: Any, max_new: int) -> str:

@@ -44,7 +44,7 @@ def serve(
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as exc:
-        raise UsageProblem(f"`nextgpt serve` needs the serve extra: pip install 'nextgpt-core[serve]' ({exc.name} is missing)") from None
+        raise UsageProblem(f"`nextgpt serve` needs the serve extra: pip install 'nextgpt-core[serve]' ({exc.name} is missing)") from exc
     if not 0 < port < 65536:
         raise UsageProblem(f"--port must be 1-65535, got {port}")
     if checkpoint is not None and not checkpoint.is_dir():
@@ -70,7 +70,7 @@ def serve(
         try:
             from . import ray_backend
         except ImportError as exc:
-            raise UsageProblem(f"--backend ray needs the ray extra: pip install 'nextgpt-core[ray]' ({exc.name} is missing)") from None
+            raise UsageProblem(f"--backend ray needs the ray extra: pip install 'nextgpt-core[ray]' ({exc.name} is missing)") from exc
         model = ray_backend.deploy(composition, checkpoint=str(checkpoint) if checkpoint else None, stages=stages,
                                    address=ray_address)
     else:

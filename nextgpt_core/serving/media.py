@@ -156,7 +156,7 @@ class MediaGateway:
             try:
                 extent = probe(path)
             except NextGPTError as exc:
-                raise ServingError(400, "invalid_media", _strip_path(str(exc), path)) from None
+                raise ServingError(400, "invalid_media", _strip_path(str(exc), path)) from exc
             except Exception as exc:  # noqa: BLE001 - as below: not a readable file
                 raise ServingError(400, "invalid_media", f"unreadable {modality} data ({type(exc).__name__})") from None
             if extent is not None:
@@ -164,9 +164,9 @@ class MediaGateway:
         try:
             data = io_.read(path)
         except NextGPTError as exc:
-            raise ServingError(400, "invalid_media", _strip_path(str(exc), path)) from None
+            raise ServingError(400, "invalid_media", _strip_path(str(exc), path)) from exc
         except Exception as exc:  # a reader that raised something else still means: not a readable file
-            raise ServingError(400, "invalid_media", f"unreadable {modality} data ({type(exc).__name__})") from None
+            raise ServingError(400, "invalid_media", f"unreadable {modality} data ({type(exc).__name__})") from exc
         self.check_extent(modality, data)
         return data
 

@@ -66,7 +66,7 @@ def _parts(message: ChatMessage, index: int, gateway: MediaGateway, notices: lis
         try:
             item = _part(part, where, gateway, notices, used)
         except ConversationError as exc:
-            raise ServingError(400, "invalid_content", f"{where}: {exc}", param=where) from None
+            raise ServingError(400, "invalid_content", f"{where}: {exc}", param=where) from exc
         except ServingError as exc:
             if exc.param is None:
                 exc.param = where

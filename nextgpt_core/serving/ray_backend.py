@@ -263,7 +263,7 @@ class RayModel:
             except Exception as exc:  # noqa: BLE001 - a replica that died (or its node): retried once
                 if attempt == 2:
                     raise ServingError(503, "decoder_unavailable",
-                                       f"the {pending.modality} decoder failed twice ({type(exc).__name__}); retry later") from None
+                                       f"the {pending.modality} decoder failed twice ({type(exc).__name__}); retry later") from exc
                 self.decoder_retries += 1
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -360,11 +360,11 @@ def _load_json_array(path: Path) -> Any:
     except IsADirectoryError:
         raise DatasetError(f"dataset {str(path)!r} is a folder, not a file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise DatasetError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a json array of rows, got a {type(data).__name__}")
     return data
@@ -448,7 +448,7 @@ def read_dataset(
         except _RowError as exc:
             problem = DataProblem(str(path), row_no, str(exc), exc.kind, row_kind)  # type: ignore[arg-type]
             if on_error == "fail":
-                raise DatasetError(str(problem), problem) from None
+                raise DatasetError(str(problem), problem) from exc
             report.problems.append(problem)
             return
         report.targets_without_media += ctx.notes
@@ -510,7 +510,7 @@ class _Context:
         try:
             return self.registry.modality_for_path(name)
         except MediaTypeError as exc:
-            raise _RowError(str(exc), "unknown_modality") from None
+            raise _RowError(str(exc), "unknown_modality") from exc
 
     # -- files
     def resolve(self, name: Any) -> Path:

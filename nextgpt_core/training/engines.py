@@ -127,7 +127,7 @@ def _fsdp_plugin(env: Mapping[str, str]) -> Any:
         plugin = FullyShardedDataParallelPlugin()
     except (ValueError, TypeError, RuntimeError) as exc:  # accelerate's own checks of the FSDP fields
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineError(f"accelerate refused the launch's FSDP config: {first}") from None
+        raise EngineError(f"accelerate refused the launch's FSDP config: {first}") from exc
     if plugin.cpu_ram_efficient_loading:
         raise EngineError(
             "the accelerate config sets fsdp_cpu_ram_efficient_loading: true, which nextgpt train does not do (every "
@@ -144,7 +144,7 @@ def _deepspeed_stage(env: Mapping[str, str]) -> int:
         stage = int(DeepSpeedPlugin().zero_stage)
     except (ValueError, TypeError, OSError) as exc:  # accelerate's own checks of the DeepSpeed fields
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineError(f"accelerate refused the launch's DeepSpeed config: {first}") from None
+        raise EngineError(f"accelerate refused the launch's DeepSpeed config: {first}") from exc
     if stage not in SUPPORTED_ZERO_STAGES:
         why = (" (ZeRO-3 gathers each module's parameters as the module runs, and which modules run depends on a "
                "process's samples: gloo aborts on the mismatched collectives)") if stage == 3 else ""
@@ -218,7 +218,7 @@ def make_accelerator(*, gpu: bool, log_with: Sequence[Any] | None, project_dir: 
                                   kwargs_handlers=handlers)
     except (ValueError, TypeError) as exc:  # accelerate's own checks of the config
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineError(f"accelerate refused the launch's config: {first}") from None
+        raise EngineError(f"accelerate refused the launch's config: {first}") from exc
     got = accelerator.distributed_type
     expected = {
         "single": {DistributedType.NO},
@@ -271,7 +271,7 @@ def fsdp2_shard(module: Any, plugin: Any, device: Any, mixed_precision: str = "n
     try:
         policy = fsdp2_prepare_auto_wrap_policy(plugin, module)
     except ValueError as exc:  # a layer class the model does not have
-        raise EngineError(f"the accelerate config's FSDP wrap policy does not fit this model: {exc}") from None
+        raise EngineError(f"the accelerate config's FSDP wrap policy does not fit this model: {exc}") from exc
     if policy is not None:
         for sub in reversed(list(module.modules())[1:]):  # children before parents
             if policy(sub) and not isinstance(sub, FSDPModule):

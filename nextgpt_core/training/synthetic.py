@@ -121,7 +121,7 @@ def _load(registry: Any, key: str) -> tuple[Any, Any, str]:
         part = ToyWorld.installed(registry, keys=[key]).parts[key]
         io = resolve_target(spec.media_io)()
     except (ConfigError, RegistryError, ImportError) as exc:
-        raise _Skip(f"{key} skipped: its plugin does not load ({exc})") from None
+        raise _Skip(f"{key} skipped: its plugin does not load ({exc})") from exc
     suffix = spec.output_extension or (spec.extensions[0] if spec.extensions else "")
     return part, io, suffix
 

@@ -909,7 +909,7 @@ class Trainer:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - pickle / zip / torch errors of a damaged or foreign file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: not a readable trainer state ({first[:200]})") from None
+            raise CheckpointError(f"{path}: not a readable trainer state ({first[:200]})") from exc
         needed = ("optimizer", "scheduler", "step", "epoch", "position", "order", "rng")
         if not isinstance(state, dict) or any(k not in state for k in needed):
             raise CheckpointError(f"{path}: not a trainer state (needs {', '.join(needed)})")

@@ -145,9 +145,9 @@ class Registry:
             try:
                 pm.register(item.module, name=item.name)
             except pluggy.PluginValidationError as exc:
-                raise PluginHookError(f"plugin {item.provider.describe()}: {exc}") from None
+                raise PluginHookError(f"plugin {item.provider.describe()}: {exc}") from exc
             except ValueError as exc:  # already registered under another name
-                raise PluginLoadError(f"plugin {item.provider.describe()}: {exc}") from None
+                raise PluginLoadError(f"plugin {item.provider.describe()}: {exc}") from exc
             _check_hook_names(item, pm)
             self.plugins.append(item.provider)
         by_name = {item.name: item for item in loaded}
@@ -182,7 +182,7 @@ class Registry:
                 try:
                     spec = expected.model_validate(spec)
                 except ValidationError as exc:
-                    raise PluginLoadError(f"plugin {provider.describe()} registered an invalid {kind}: {exc}") from None
+                    raise PluginLoadError(f"plugin {provider.describe()} registered an invalid {kind}: {exc}") from exc
             if not isinstance(spec, expected):
                 raise PluginLoadError(
                     f"plugin {provider.describe()} passed {type(spec).__name__} to the {kind} register callback; "
@@ -277,12 +277,12 @@ def resolve_target(target: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RegistryError(f"cannot import {module_name!r} for {target!r}: {exc}") from None
+        raise RegistryError(f"cannot import {module_name!r} for {target!r}: {exc}") from exc
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise RegistryError(f"{module_name!r} has no attribute {attr_path!r} (named by {target!r})") from None
+            raise RegistryError(f"{module_name!r} has no attribute {attr_path!r} (named by {target!r})") from exc
     return obj
 
 

@@ -109,3 +109,19 @@ def test_compose_validate_and_show(runner, registry):
 
 def test_empty_request(runner, registry):
     assert "empty request" in _error_line(runner.invoke(app, ["generate", "--composition", "tiny"]))
+
+
+def test_an_error_keeps_its_cause_and_debug_shows_it(runner, tmp_path, monkeypatch):
+    """A user's bad input is one line; with --debug (or NEXTGPT_DEBUG=1) the traceback follows, with the internal
+    failure the error was raised from."""
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    line = _error_line(runner.invoke(app, ["compose", "validate", str(bad)]))
+    assert "not UTF-8 text" in line
+    monkeypatch.delenv("NEXTGPT_DEBUG", raising=False)
+    for args, env in ((["--debug", "compose", "validate", str(bad)], {}), (["compose", "validate", str(bad)], {"NEXTGPT_DEBUG": "1"})):
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"error: {line[len('error: '):]}\n")
+        assert "UnicodeDecodeError" in result.stderr and "direct cause" in result.stderr and "Traceback" in result.stderr
+        monkeypatch.delenv("NEXTGPT_DEBUG", raising=False)  # --debug sets it for the process

@@ -131,7 +131,7 @@ def _audio_config(config: CLAPAudioEncoderConfig) -> ClapAudioConfig:
         try:
             audio = ClapAudioConfig.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{folder / 'config.json'}: not a CLAP config ({exc})") from None
+            raise CheckpointError(f"{folder / 'config.json'}: not a CLAP config ({exc})") from exc
     if audio.enable_fusion:
         raise ConfigError(
             f"{folder}: fused CLAP checkpoints (enable_fusion=true) are not supported; use an unfused one "
@@ -204,9 +204,9 @@ class CLAPAudioEncoder(Encoder):
                     folder, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
                 )  # mis-shaped weights are reported below, by name
             except OSError as exc:
-                raise WeightsNotFoundError(f"CLAP weights folder {folder}: {str(exc).splitlines()[0]}") from None
+                raise WeightsNotFoundError(f"CLAP weights folder {folder}: {str(exc).splitlines()[0]}") from exc
             except (RuntimeError, ValueError) as exc:
-                raise CheckpointError(f"{folder}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+                raise CheckpointError(f"{folder}: unreadable checkpoint ({str(exc).splitlines()[0]})") from exc
         # BatchNorm's num_batches_tracked is not needed in eval mode; anything else missing is a wrong checkpoint
         missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("num_batches_tracked"))
         mismatched = sorted(describe_mismatch(k) for k in info.get("mismatched_keys", ()))

@@ -205,7 +205,7 @@ class AudioIO(MediaIO):
             raise
         except Exception as exc:  # soundfile.LibsndfileError, av.error.*, OSError, ...
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise MediaError(f"{str(path)!r} is not a readable audio file ({msg})") from None
+            raise MediaError(f"{str(path)!r} is not a readable audio file ({msg})") from exc
         if audio.samples.shape[0] == 0:
             raise MediaError(f"{str(path)!r} contains no samples")
         return audio
@@ -256,7 +256,7 @@ class AudioIO(MediaIO):
             raise
         except Exception as exc:  # soundfile.LibsndfileError, av.error.*
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise MediaError(f"{str(path)!r} is not a readable audio file ({msg})") from None
+            raise MediaError(f"{str(path)!r} is not a readable audio file ({msg})") from exc
 
     def to_bytes(self, media: Audio) -> bytes:
         """Canonical form: ``b"AUDIO <n>x<ch> sr=<rate>\\n"`` + float32 little-endian ``(n, ch)`` samples.

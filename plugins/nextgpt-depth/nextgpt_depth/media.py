@@ -82,11 +82,11 @@ class DepthIO(MediaIO):
             raise
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise MediaError(f"{name!r} is not a readable depth map ({msg})") from None
+            raise MediaError(f"{name!r} is not a readable depth map ({msg})") from exc
         try:
             depth = _check_depth(array)
         except MediaError as exc:
-            raise MediaError(f"{name!r}: {exc}") from None
+            raise MediaError(f"{name!r}: {exc}") from exc
         if depth.size > MAX_PIXELS:
             raise MediaError(f"{name!r} holds {depth.size} values; depth maps are limited to {MAX_PIXELS} pixels")
         return depth

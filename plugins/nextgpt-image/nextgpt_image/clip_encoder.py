@@ -100,7 +100,7 @@ def _vision_config(config: CLIPImageEncoderConfig) -> CLIPVisionConfig:
         try:
             vision = CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{folder / 'config.json'}: not a CLIP config ({exc})") from None
+            raise CheckpointError(f"{folder / 'config.json'}: not a CLIP config ({exc})") from exc
     n = vision.num_hidden_layers
     if not -(n + 1) <= config.feature_layer <= n:
         raise ConfigError(f"feature_layer {config.feature_layer} is outside the {n + 1} hidden states of {folder}")
@@ -160,9 +160,9 @@ class CLIPImageEncoder(Encoder):
                     folder, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
                 )  # mis-shaped weights are reported below, by name
             except OSError as exc:
-                raise WeightsNotFoundError(f"CLIP weights folder {folder}: {str(exc).splitlines()[0]}") from None
+                raise WeightsNotFoundError(f"CLIP weights folder {folder}: {str(exc).splitlines()[0]}") from exc
             except (RuntimeError, ValueError) as exc:
-                raise CheckpointError(f"{folder}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+                raise CheckpointError(f"{folder}: unreadable checkpoint ({str(exc).splitlines()[0]})") from exc
         missing = sorted(info.get("missing_keys", ()))
         mismatched = sorted(describe_mismatch(k) for k in info.get("mismatched_keys", ()))
         if missing or mismatched:

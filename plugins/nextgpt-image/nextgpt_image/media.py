@@ -63,7 +63,7 @@ class ImageIO(MediaIO):
         except MediaError:
             raise
         except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError...
-            raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+            raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
         return rgb
 
     def probe(self, path: Path) -> MediaExtent:
@@ -75,7 +75,7 @@ class ImageIO(MediaIO):
             with Image.open(path) as img:
                 w, h = img.size
         except Exception as exc:  # UnidentifiedImageError, OSError, DecompressionBombError
-            raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+            raise MediaError(f"{str(path)!r} is not a readable PNG/JPEG/WebP image ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
         return MediaExtent(pixels=w * h, decoded_bytes=w * h * 3)
 
     def write(self, media: Any, path: Path) -> Path:

@@ -162,7 +162,7 @@ class IMUIO(MediaIO):
             raise
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise MediaError(f"{name!r} is not a readable IMU recording ({msg})") from None
+            raise MediaError(f"{name!r} is not a readable IMU recording ({msg})") from exc
 
     def _read_npy(self, path: Path, name: str) -> IMU:
         array = np.load(path, allow_pickle=False)
@@ -179,7 +179,7 @@ class IMUIO(MediaIO):
                 return IMU(array, DEFAULT_RATE)
             return _from_timed(array[:, 0].astype(np.float64), array[:, 1:].astype(np.float64))
         except MediaError as exc:
-            raise MediaError(f"{name!r}: {exc}") from None
+            raise MediaError(f"{name!r}: {exc}") from exc
 
     def _read_csv(self, path: Path, name: str) -> IMU:
         try:
@@ -212,7 +212,7 @@ class IMUIO(MediaIO):
                 return IMU(table, DEFAULT_RATE)
             return _from_timed(table[:, 6] * unit, table[:, :6])
         except MediaError as exc:
-            raise MediaError(f"{name!r}: {exc}") from None
+            raise MediaError(f"{name!r}: {exc}") from exc
 
     def write(self, media: Any, path: Path) -> Path:
         """Write ``media`` (an :class:`IMU`, or a ``(T, 6)`` array at 400 Hz) as ``.npy`` or CSV, with times."""

@@ -75,7 +75,7 @@ def preprocess_imu(
     except MediaError:
         raise
     except Exception as exc:  # noqa: BLE001 - anything that is not an IMU recording
-        raise MediaError(f"an IMU recording is an IMU or a (T, 6) array, got {type(media).__name__} ({exc})") from None
+        raise MediaError(f"an IMU recording is an IMU or a (T, 6) array, got {type(media).__name__} ({exc})") from exc
     length = int(round(sample_rate * clip_seconds))
     samples = resample(imu, sample_rate)
     total = samples.shape[0]

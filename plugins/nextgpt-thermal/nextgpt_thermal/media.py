@@ -106,11 +106,11 @@ class ThermalIO(MediaIO):
             raise
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise MediaError(f"{name!r} is not a readable thermal image ({msg})") from None
+            raise MediaError(f"{name!r} is not a readable thermal image ({msg})") from exc
         try:
             thermal = _check_thermal(array)
         except MediaError as exc:
-            raise MediaError(f"{name!r}: {exc}") from None
+            raise MediaError(f"{name!r}: {exc}") from exc
         if thermal.size > MAX_PIXELS:
             raise MediaError(f"{name!r} holds {thermal.size} values; thermal images are limited to {MAX_PIXELS} pixels")
         return thermal

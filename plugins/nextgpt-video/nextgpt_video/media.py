@@ -105,7 +105,7 @@ class VideoIO(MediaIO):
             raise
         except Exception as exc:  # av.error.*, OSError
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise MediaError(f"{name!r} is not a readable video ({msg})") from None
+            raise MediaError(f"{name!r} is not a readable video ({msg})") from exc
 
     def read(self, path: Path) -> Video:
         """Decode ``path`` -> ``Video(frames uint8 (T, H, W, 3), fps)``.
@@ -151,7 +151,7 @@ class VideoIO(MediaIO):
             raise
         except Exception as exc:  # av.error.*, OSError, ValueError from corrupt streams
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise MediaError(f"{name!r} is not a readable video ({msg})") from None
+            raise MediaError(f"{name!r} is not a readable video ({msg})") from exc
         if not count:
             raise MediaError(f"{name!r} contains no decodable video frames")
         if declared and count < declared:
