@@ -54,6 +54,7 @@ def test_tiny_holds_every_real_plugin(real_registry):
 
 
 def test_four_inputs_in_text_and_three_media_out(model, inputs, tmp_path, real_registry):
+    model.encoder_cache.clear()  # the module's model is shared: count only this request's encodings
     conversation = Conversation().user(
         Media.from_path(inputs["image"]),
         Media.from_path(inputs["video"]),
@@ -73,7 +74,7 @@ def test_four_inputs_in_text_and_three_media_out(model, inputs, tmp_path, real_r
     assert audio.sample_rate == 16000 and audio.samples.shape[0] == 16000
     assert by_suffix[".txt"].read_text().strip() == reply.text
     # every input went through its own encoder (one cache entry per input item)
-    assert len(model.encoder_cache) >= 4
+    assert len(model.encoder_cache) == 4
 
 
 def test_same_seed_same_media(model, inputs, tmp_path, real_registry):
@@ -151,8 +152,18 @@ def test_permissive_encoder_swapped_by_one_line(tmp_path, real_registry, inputs,
     """)
     model = NextGPT.from_composition(path, registry=real_registry)
     assert model.input_projectors[modality].config.in_dim == 16
-    reply = model.generate(Conversation().user(Media.from_path(inputs[modality]), "what is it?"), seed=3, max_new_tokens=4)
+    family = line.split('"')[1].split("/")[1]  # clip, clap
+    assert family in type(model.encoders[modality]).__name__.lower()
+    seen = []
+    hook = model.input_projectors[modality].register_forward_hook(lambda m, args, out: seen.append((args[0].shape, out.shape)))
+    try:
+        reply = model.generate(Conversation().user(Media.from_path(inputs[modality]), "what is it?"), seed=3, max_new_tokens=4)
+    finally:
+        hook.remove()
     assert reply.token_ids
+    # the swapped encoder's 16-d output went through the projector into the LLM's width, once for the one input
+    (shape_in, shape_out), = seen
+    assert shape_in[0] == 1 and shape_in[-1] == 16 and shape_out[-1] == model.llm.config.hidden_size
 
 
 def test_pinned_projectors_that_no_longer_fit_are_rejected_naming_both(tmp_path, real_registry):
