@@ -9,9 +9,10 @@ here.
   ``decode(z).sample``) on ``(N, C, ...)`` data in ``[-1, 1]``: L1 + L2 reconstruction and a small KL term.
 - :func:`encode_latents`: the trained autoencoder's latent means, scaled to unit variance (the ``scaling_factor``
   diffusers stores in the VAE config).
-- :func:`train_denoiser`: the UNet and its text encoder together, on (latent, caption) pairs: DDPM noise
-  prediction, captions dropped to ``""`` with probability ``drop_prob`` (so classifier-free guidance has an
-  unconditional branch that the pipeline computes as the encoding of ``""``), min-SNR-5 loss weighting.
+- :func:`train_denoiser`: the UNet and its text encoder together, on (latent, caption) pairs: the target the
+  scheduler's ``prediction_type`` names (noise, or velocity), captions dropped to ``""`` with probability
+  ``drop_prob`` (so classifier-free guidance has an unconditional branch that the pipeline computes as the
+  encoding of ``""``), min-SNR-5 loss weighting.
 
 Every loop is seeded (init is the caller's; batches, noise and timesteps come from ``seed``), runs on the CPU
 thread count the caller set, and reports each step through ``progress(step, total, loss)``.
@@ -78,6 +79,13 @@ def encode_latents(vae: Any, data: torch.Tensor, *, batch_size: int = 256) -> tu
     return means * scale, scale
 
 
+def _predicts_velocity(scheduler: Any) -> bool:
+    kind = str(scheduler.config.get("prediction_type", "epsilon"))
+    if kind not in ("epsilon", "v_prediction"):
+        raise ValueError(f"train_denoiser learns 'epsilon' or 'v_prediction' targets, not {kind!r}")
+    return kind == "v_prediction"
+
+
 def train_denoiser(
     unet: Any,
     text_model: torch.nn.Module,
@@ -100,8 +108,12 @@ def train_denoiser(
         condition: captions -> the UNet's conditioning keyword arguments (``{"encoder_hidden_states": ...}`` or
             ``{"class_labels": ...}``), computed with ``text_model`` (gradients flow into it).
         captions: one per latent.
-        scheduler: a diffusers noise scheduler config holder (``DDPMScheduler``): ``add_noise`` and
-            ``alphas_cumprod``.
+        scheduler: a diffusers noise scheduler (``DDPMScheduler``): ``add_noise``, ``get_velocity``,
+            ``alphas_cumprod`` and ``config.prediction_type``. With ``"v_prediction"`` the UNet learns the velocity
+            with the weight ``min(snr, gamma) / (snr + 1)``; with ``"epsilon"`` the noise with ``min(snr, gamma) /
+            snr``. Velocity is what the toy decoders use: a picture's background (a video's, a tone's pitch) is
+            decided at the noisiest steps, where a noise target is almost the noisy input itself and carries next to
+            no gradient about the conditional mean (measured on the toy image decoder: docs/toy-world.md).
         drop_prob: share of captions replaced by ``""`` (the unconditional branch of classifier-free guidance).
         snr_gamma: min-SNR weighting (0 turns it off).
 
@@ -117,6 +129,7 @@ def train_denoiser(
     text_model.train()
     alphas = scheduler.alphas_cumprod.float()
     total_t = int(scheduler.config.num_train_timesteps)
+    velocity = _predicts_velocity(scheduler)
     for _ in range(steps):
         index = torch.randint(0, len(latents), (batch_size,), generator=generator)
         drop = torch.rand(batch_size, generator=generator) < drop_prob
@@ -125,11 +138,12 @@ def train_denoiser(
         noise = torch.randn(z0.shape, generator=generator)
         t = torch.randint(0, total_t, (batch_size,), generator=generator)
         noisy = scheduler.add_noise(z0, noise, t)
+        target = scheduler.get_velocity(z0, noise, t) if velocity else noise
         prediction = unet(noisy, t, **condition(texts)).sample
-        per_item = F.mse_loss(prediction.float(), noise, reduction="none").flatten(1).mean(1)
+        per_item = F.mse_loss(prediction.float(), target, reduction="none").flatten(1).mean(1)
         if snr_gamma:
             snr = alphas[t] / (1 - alphas[t])
-            per_item = per_item * torch.clamp(snr, max=snr_gamma) / snr
+            per_item = per_item * torch.clamp(snr, max=snr_gamma) / (snr + 1 if velocity else snr)
         train.update(per_item.mean())
     unet.eval()
     text_model.eval()

@@ -46,7 +46,7 @@ class EncoderSettings:
         seed: init, renderings, batches.
     """
 
-    steps: int = 800
+    steps: int = 1200
     batch_size: int = 64
     renders: int = 6
     lr: float = 2e-3

@@ -84,7 +84,7 @@ class RecipeSettings:
     encoders: EncoderSettings = EncoderSettings()
     language: LanguageSettings = LanguageSettings()
     stage1: StageSettings = StageSettings(steps=500, batch_size=32, lr=1e-3)
-    stage2: StageSettings = StageSettings(steps=500, batch_size=32, lr=1e-3)
+    stage2: StageSettings = StageSettings(steps=1000, batch_size=32, lr=1e-3)
     stage3: StageSettings = StageSettings(steps=800, batch_size=16, lr=5e-4)
     input_tokens: int = 4
     projector: Mapping[str, Any] = field(default_factory=lambda: {
@@ -619,7 +619,7 @@ def build_toy_world(
     except BaseException as exc:
         failed = _keep_failed(out, target)
         if isinstance(exc, ConfigError):
-            raise ConfigError(f"{exc} (the unfinished world with its logs: {failed})".replace(str(out), str(failed))) from None
+            raise ConfigError(f"{exc} (the unfinished world with its logs: {failed})".replace(str(out), str(failed))) from exc
         raise
     return manifest
 

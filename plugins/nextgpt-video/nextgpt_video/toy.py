@@ -197,9 +197,11 @@ class VideoToyWorld(ToyModality):
     decoder_renders: ClassVar[dict[str, int]] = {"full": 6, "mini": 1}
     #: (autoencoder steps, denoiser steps, UNet widths) per scale
     DECODER_SCALES: ClassVar[dict[str, tuple[int, int, tuple[int, ...]]]] = {
-        "full": (300, 700, (16, 32, 64)),
+        "full": (300, 1200, (16, 32, 64)),
         "mini": (3, 3, (8, 16, 16)),
     }
+    #: clips per denoiser step
+    DENOISER_BATCH: ClassVar[int] = 8
     #: the toy decoder's conditioning: prompt_embeds (TEXT_LENGTH, TEXT_DIM)
     TEXT_LENGTH: ClassVar[int] = 16
     TEXT_DIM: ClassVar[int] = 64
@@ -216,7 +218,7 @@ class VideoToyWorld(ToyModality):
         """A ZeroScope-style decoder from scratch: an ``AutoencoderKL`` on single frames (RGB <-> 16x16x4
         latents), then a ``UNet3DConditionModel`` (spatial and temporal layers) and its own OpenCLIP-style
         ``CLIPTextModel`` trained together on the frame latents ``(4, 8, 16, 16)`` of each video, saved as a
-        ``TextToVideoSDPipeline`` folder with ZeroScope's DDIM scheduler."""
+        ``TextToVideoSDPipeline`` folder with a DDIM scheduler (v-prediction, cosine schedule)."""
         import torch
         from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
 
@@ -251,8 +253,11 @@ class VideoToyWorld(ToyModality):
             up_block_types=("CrossAttnUpBlock3D",) * (len(widths) - 1) + ("UpBlock3D",),
             cross_attention_dim=self.TEXT_DIM, attention_head_dim=8, norm_num_groups=8,
         )
-        schedule_config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                           "num_train_timesteps": 1000, "prediction_type": "epsilon"}
+        # v-prediction on a cosine schedule (ZeroScope itself: epsilon on SD's scaled-linear one): a clip's
+        # background, colour and path are decided at the noisiest steps, where an epsilon target carries next to no
+        # gradient about them (docs/toy-world.md); the DDIM sampler follows the scheduler's prediction_type
+        schedule_config = {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
+                           "prediction_type": "v_prediction"}
         train_schedule = DDPMScheduler(**schedule_config)
 
         def condition(texts: Any) -> dict[str, Any]:
@@ -262,7 +267,7 @@ class VideoToyWorld(ToyModality):
 
         job.log(f"denoiser: UNet3D {sum(p.numel() for p in unet.parameters()):,} + text {sum(p.numel() for p in text_encoder.parameters()):,} parameters, {unet_steps} steps on {n} videos")
         unet_facts = train_denoiser(unet, text_encoder, condition, latents, captions, train_schedule, steps=unet_steps,
-                                    batch_size=4, lr=2e-3, seed=job.seed + 1,
+                                    batch_size=self.DENOISER_BATCH, lr=2e-3, seed=job.seed + 1,
                                     progress=lambda s, _, l: job.progress(vae_steps + s, total, l))
         with quiet_library_notices():
             pipe = TextToVideoSDPipeline(
