@@ -281,7 +281,7 @@ def resolve_target(target: str) -> Any:
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
-        except AttributeError:
+        except AttributeError as exc:
             raise RegistryError(f"{module_name!r} has no attribute {attr_path!r} (named by {target!r})") from exc
     return obj
 
