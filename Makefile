@@ -38,6 +38,7 @@ test-plugins: install
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --target $(TEST_PLUGINS) ./tests/fake_plugin
 
 test: test-plugins
+	$(BIN)/ruff check nextgpt_core registry plugins tests benchmarks
 	PYTHONPATH=$(CURDIR)/$(TEST_PLUGINS) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 benchmarks: test-plugins

@@ -134,7 +134,7 @@ class _Context:
     settings: RecipeSettings
     keys: tuple[str, ...]
     log: Callable[[str], None] = print
-    progress: Callable[[int, int, float], None] = lambda s, n, l: None
+    progress: Callable[[int, int, float], None] = lambda step, total, loss: None
     reuse: tuple[Path, ...] = ()
 
     @property

@@ -99,7 +99,7 @@ def test_bad_input_is_one_error_line_and_the_chat_goes_on(calls, fake_files, tmp
     broken.write_bytes(b"not an image")
     line = line.format(notes=notes, image=fake_files["image"], broken=broken)
     result = _chat([line, "still here?"], "--max-new-tokens", "8", "--out", str(tmp_path / "out"))
-    errors = [l for l in result.stderr.splitlines() if l.strip()]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], result.stderr
     assert len(calls) == 1 and [role for role, _ in calls[0]["turns"]] == ["user"]  # the bad line left no trace
     assert calls[0]["turns"][0][1][-1].text == "still here?" and (tmp_path / "out" / "reply_1" / "reply.txt").is_file()

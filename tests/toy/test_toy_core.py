@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from nextgpt_registry import Registry
 
-from nextgpt_core.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from nextgpt_core.errors import CheckpointError, WeightsNotFoundError
 from nextgpt_core.plugins import DEFAULT_PLUGINS
 
 REAL = ["image", "video", "audio", "depth"]

@@ -216,7 +216,7 @@ class ImageToyWorld(ToyModality):
         quiet_posterior(vae)
         job.log(f"autoencoder: {sum(p.numel() for p in vae.parameters()):,} parameters, {vae_steps} steps on {len(pixels)} pictures")
         vae_facts = train_autoencoder(vae, pixels, steps=vae_steps, seed=job.seed,
-                                      progress=lambda s, n, l: job.progress(s, vae_steps + unet_steps, l))
+                                      progress=lambda s, n, loss: job.progress(s, vae_steps + unet_steps, loss))
         latents, scaling = encode_latents(vae, pixels)
         vae.register_to_config(scaling_factor=scaling)
         text_encoder, tokenizer = tiny_clip_text_parts(self.TEXT_DIM, length=self.TEXT_LENGTH,
@@ -241,7 +241,7 @@ class ImageToyWorld(ToyModality):
         job.log(f"denoiser: UNet {sum(p.numel() for p in unet.parameters()):,} + text {sum(p.numel() for p in text_encoder.parameters()):,} parameters, {unet_steps} steps")
         unet_facts = train_denoiser(unet, text_encoder, condition, latents, captions, train_schedule, steps=unet_steps,
                                     batch_size=32, lr=2e-3, seed=job.seed + 1,
-                                    progress=lambda s, n, l: job.progress(vae_steps + s, vae_steps + unet_steps, l))
+                                    progress=lambda s, n, loss: job.progress(vae_steps + s, vae_steps + unet_steps, loss))
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             scheduler=DDIMScheduler.from_config(train_schedule.config, clip_sample=False, set_alpha_to_one=False, steps_offset=1),

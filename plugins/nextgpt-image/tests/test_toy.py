@@ -84,7 +84,7 @@ def test_mini_decoder_trains_saves_and_loads_as_stable_diffusion(tmp_path: Path)
     rng = np.random.default_rng(0)
     items = [(c, WORLD.caption(c), WORLD.render(c, rng)) for c in COMBOS[:6]]
     steps: list[int] = []
-    WORLD.train_decoder(DecoderTraining(items, tmp_path / "image", "mini", 0, lambda s, n, l: steps.append(s), lambda line: None))
+    WORLD.train_decoder(DecoderTraining(items, tmp_path / "image", "mini", 0, lambda s, n, loss: steps.append(s), lambda line: None))
     assert steps[-1] == sum(WORLD.DECODER_SCALES["mini"][:2])
     decoder = StableDiffusionImageDecoder.from_options(WORLD.decoder_choice(str(tmp_path / "image"))["options"])
     embeds = decoder.encode_text([WORLD.caption(COMBOS[0])])

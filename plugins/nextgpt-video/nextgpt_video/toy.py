@@ -241,7 +241,7 @@ class VideoToyWorld(ToyModality):
         quiet_posterior(vae)
         frames = videos.flatten(0, 1)
         job.log(f"autoencoder: {sum(p.numel() for p in vae.parameters()):,} parameters, {vae_steps} steps on {len(frames)} frames")
-        vae_facts = train_autoencoder(vae, frames, steps=vae_steps, seed=job.seed, progress=lambda s, _, l: job.progress(s, total, l))
+        vae_facts = train_autoencoder(vae, frames, steps=vae_steps, seed=job.seed, progress=lambda s, _, loss: job.progress(s, total, loss))
         latents, scaling = encode_latents(vae, frames)
         vae.register_to_config(scaling_factor=scaling)
         latents = latents.reshape(n, t, *latents.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()  # (N, 4, T, h, w)
@@ -268,7 +268,7 @@ class VideoToyWorld(ToyModality):
         job.log(f"denoiser: UNet3D {sum(p.numel() for p in unet.parameters()):,} + text {sum(p.numel() for p in text_encoder.parameters()):,} parameters, {unet_steps} steps on {n} videos")
         unet_facts = train_denoiser(unet, text_encoder, condition, latents, captions, train_schedule, steps=unet_steps,
                                     batch_size=self.DENOISER_BATCH, lr=2e-3, seed=job.seed + 1,
-                                    progress=lambda s, _, l: job.progress(vae_steps + s, total, l))
+                                    progress=lambda s, _, loss: job.progress(vae_steps + s, total, loss))
         with quiet_library_notices():
             pipe = TextToVideoSDPipeline(
                 vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,

@@ -6,7 +6,6 @@ import string
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from nextgpt_core.toy.contract import EncoderRecipe
 from nextgpt_core.toy.shapes import BACKGROUNDS
@@ -142,7 +141,7 @@ def test_mini_decoder_trains_saves_and_loads_as_zeroscope(tmp_path: Path) -> Non
     combos = [c for c in WORLD.combinations() if not WORLD.held_out(c)][:6]
     items = [(c, WORLD.caption(c), WORLD.render(c, rng)) for c in combos]
     steps: list[int] = []
-    facts = WORLD.train_decoder(DecoderTraining(items, tmp_path / "video", "mini", 0, lambda s, n, l: steps.append(s), lambda line: None))
+    facts = WORLD.train_decoder(DecoderTraining(items, tmp_path / "video", "mini", 0, lambda s, n, loss: steps.append(s), lambda line: None))
     assert steps[-1] == sum(WORLD.DECODER_SCALES["mini"][:2]) and facts["videos"] == 6
     decoder = ZeroScopeVideoDecoder.from_options(WORLD.decoder_choice(str(tmp_path / "video"))["options"])
     embeds = decoder.encode_text([WORLD.caption(combos[0])])
