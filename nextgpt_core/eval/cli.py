@@ -17,7 +17,7 @@ def eval_command(
     out: Path = typer.Option(Path("outputs/eval"), "--out", "-o", help="Folder for results.json, report.md and the example grid."),
     limit: int = typer.Option(10, "--limit", help="Samples per task (toy); the first N rows of a .jsonl suite (default: all)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the samples and every generation."),
-    variant: list[str] = typer.Option([], "--variant", help="model, no-stage1, no-stage2, ceiling (repeatable; default: all)."),
+    variant: list[str] = typer.Option([], "--variant", help="model, no-stage1, no-stage2, ceiling, retrieval (repeatable; default: all that apply)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier evaluation (never any other folder)."),
     resume: bool = typer.Option(False, "--resume", help="Go on with an interrupted run of the same --out and options: finished samples are not run again."),
 ) -> None:
@@ -150,7 +150,7 @@ def run_toy_eval(composition: str, out: Path, *, checkpoint: Any, per_task: int,
                          list(s.previews)))
     grid = write_grid(rows, out / "examples.png") if rows else None
     protocol = _protocol(composition, checkpoint, per_task, seed, variants)
-    write_results(results, out, protocol=protocol, variants=variants, grid=grid)
+    write_results(results, out, protocol=protocol, variants=results.get("variants", variants), grid=grid)
     return results
 
 

@@ -17,7 +17,9 @@ Tasks and how a sample is scored (every attribute must be right):
 Baselines measured in the same run (:data:`VARIANTS`): ``chance`` (a uniformly random item of the modality:
 ``1 / combinations``), ``no-stage1`` (the input projectors back at their random init), ``no-stage2`` (the output
 projectors back at their random init) and ``ceiling`` (each decoder driven straight from the caption's own text
-encoding: the best the LLM path can reach).
+encoding: the best the LLM path can reach) and ``retrieval`` (the model with each modality's retrieval decoder in place
+of its generator, where the composition has one as an extra decoder, e.g. ``nextgpt toy retrieval``: the item
+returned from the gallery is read back like a generated one; skipped for a composition without one).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 __all__ = ["ToySample", "VARIANTS", "run_toy_suite", "toy_samples", "wilson"]
 
 #: the model variants the suite can score besides the model itself
-VARIANTS: tuple[str, ...] = ("model", "no-stage1", "no-stage2", "ceiling")
+VARIANTS: tuple[str, ...] = ("model", "no-stage1", "no-stage2", "ceiling", "retrieval")
 
 
 @dataclass
@@ -101,8 +103,9 @@ def toy_samples(world: Any, per_task: int, seed: int) -> list[ToySample]:
 class _Runner:
     """Runs samples on one model variant; writes input media once (shared by variants)."""
 
-    def __init__(self, model: Any, world: Any, media_dir: Path, seed: int) -> None:
+    def __init__(self, model: Any, world: Any, media_dir: Path, seed: int, decoders: dict[str, list[str]] | None = None) -> None:
         self.model, self.world, self.media_dir, self.seed = model, world, media_dir, seed
+        self.decoders = decoders
 
     def _file(self, item: Any, tag: str) -> Any:
         from ..conversation import Media
@@ -136,7 +139,7 @@ class _Runner:
                 conversation.turns.append(Turn("user", content))
             else:
                 want = [p.modality for p in parts if isinstance(p, Made)]
-                reply = self.model.generate(conversation, want=want, seed=seed + index)
+                reply = self.model.generate(conversation, want=want, seed=seed + index, decoders=self.decoders)
                 conversation.add_response(reply)
         assert reply is not None
         sample.reply = reply.text
@@ -235,7 +238,10 @@ def run_toy_suite(
     media_dir = out / "media"
     timings: dict[str, float] = {}
     resumed_counts: dict[str, int] = {}
+    routes = _retrieval_routes(model)
     for variant in variants:
+        if variant == "retrieval" and not routes:
+            continue  # no retrieval decoder in this composition: nothing to score
         samples = toy_samples(world, per_task, seed)
         started = time.perf_counter()
         resumed = 0
@@ -270,7 +276,10 @@ def run_toy_suite(
                 for ps in model.output_projectors.values():
                     _reset(ps.values(), seed + 202)
                 samples = [s for s in samples if s.dialogue.task != "describe"]
-            runner = _Runner(model, world, media_dir, seed)
+            if variant == "retrieval":
+                samples = [s for s in samples if s.dialogue.task != "describe"
+                           and all(c.modality in routes for c in s.dialogue.checks)]
+            runner = _Runner(model, world, media_dir, seed, decoders=routes if variant == "retrieval" else None)
             for i, s in enumerate(samples):
                 score(i, s, lambda s=s: runner.run(s))
             if variant == "no-stage1":
@@ -285,9 +294,22 @@ def run_toy_suite(
             resumed_counts[variant] = resumed
         samples_by_variant[variant] = samples
     results = _summarise(world, samples_by_variant, timings, per_task, seed)
+    results["variants"] = list(samples_by_variant)  # those scored (a retrieval variant without decoders is not)
     results["resumed"] = resumed_counts  # samples taken from the journal, per variant (their time is not in timings)
     results["_objects"] = {"world": world, "samples": samples_by_variant}
     return results
+
+
+def _retrieval_routes(model: Any) -> dict[str, list[str]]:
+    """``{modality: [the id of its retrieval extra decoder]}`` for the modalities that have one."""
+    from ..retrieval.decoder import RetrievalDecoder
+
+    routes = {}
+    for modality, decoders in model.extra_decoders.items():
+        found = [name for name, decoder in decoders.items() if isinstance(decoder, RetrievalDecoder)]
+        if found:
+            routes[modality] = found[:1]
+    return routes
 
 
 def _rate(samples: Sequence[ToySample]) -> float:

@@ -46,8 +46,26 @@ def install_command(
     typer.echo(f"installed {world} as the built-in `toy` composition ({target})")
 
 
+def retrieval_command(
+    world: Path = typer.Argument(Path("build/toy-world"), help="A world built by `nextgpt toy build` (with its work/ folder)."),
+    out: Path = typer.Option(Path("build/toy-retrieval"), "--out", "-o", help="A new folder: galleries, indexes, the composition, the trained query."),
+    steps: int = typer.Option(1000, "--steps", help="Stage-2 steps that train the query projectors (and the generators' again)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the galleries' renderings and the training."),
+) -> None:
+    """Add retrieval beside generation to a built world: a gallery of every combination per generated modality,
+    indexed with the world's encoder, and a stage-2 run that trains each retrieval decoder's query projector.
+    Then: nextgpt eval --composition OUT/toy-retrieval.toml --variant model --variant retrieval."""
+    from .retrieval import build_retrieval
+
+    if steps < 1:
+        raise typer.BadParameter("--steps must be at least 1")
+    build_retrieval(world, out, steps=steps, seed=seed, say=typer.echo)
+    typer.echo(f"score it: nextgpt eval --composition {out / 'toy-retrieval.toml'} --variant model --variant retrieval")
+
+
 def register(app: typer.Typer, guard) -> None:  # noqa: ANN001 - the CLI's error guard
     """Add ``nextgpt toy ...`` to the main app, each command wrapped by ``guard`` (one-line errors)."""
     toy_app.command("build")(guard(build_command))
     toy_app.command("install")(guard(install_command))
+    toy_app.command("retrieval")(guard(retrieval_command))
     app.add_typer(toy_app, name="toy")

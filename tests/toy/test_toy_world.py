@@ -227,6 +227,31 @@ def test_a_custom_jsonl_suite_scores_each_row_by_its_checks(mini_world, tmp_path
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown check(s) contians" in done.stderr
 
 
+def test_retrieval_beside_generation_is_built_with_the_projects_commands_and_scored(mini_world, tmp_path):
+    """`nextgpt toy retrieval` on the mini world: a gallery of every combination per generated modality, indexed
+    with the world's encoder; a stage-2 run trains the query projectors; `nextgpt eval --variant retrieval` scores
+    the items the gallery returns, read back like generated ones."""
+    out = tmp_path / "retrieval"
+    done = _nextgpt("toy", "retrieval", str(mini_world), "--out", str(out), "--steps", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads((out / "retrieval.json").read_text())
+    assert facts["modalities"] == ["image", "video", "audio"] and facts["stage2"]["steps"] == 2
+    assert facts["gallery_image"] == 768 and len(list((out / "gallery" / "image").iterdir())) == 768
+    text = (out / "toy-retrieval.toml").read_text()
+    assert 'id = "image/retrieval"' in text and 'checkpoint = "${COMPOSITION_DIR}/nextgpt"' in text
+    evaluation = tmp_path / "eval"
+    done = _nextgpt("eval", "--composition", str(out / "toy-retrieval.toml"), "--out", str(evaluation), "--limit", "1",
+                    "--variant", "retrieval")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((evaluation / "results.json").read_text())
+    assert results["variants"] == ["retrieval"]
+    scored = results["samples"]["retrieval"]
+    assert {s["task"] for s in scored} >= {"generate/image", "generate/video", "generate/audio"}
+    assert all(s["read_back"] and "background" in s["read_back"][0] for s in scored if s["task"] == "generate/image")
+    done = _nextgpt("toy", "retrieval", str(mini_world), "--out", str(out))  # not a new folder
+    assert done.returncode == 2 and "not empty" in done.stderr
+
+
 def test_build_never_writes_into_a_folder_it_did_not_make(tmp_path, mini_world):
     (tmp_path / "mine.txt").write_text("keep me")
     done = _nextgpt("toy", "build", "--scale", "mini", "--out", str(tmp_path), "--overwrite")
