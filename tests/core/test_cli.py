@@ -118,10 +118,12 @@ def test_an_error_keeps_its_cause_and_debug_shows_it(runner, tmp_path, monkeypat
     bad.write_bytes(b"\xff\xfe not utf-8")
     line = _error_line(runner.invoke(app, ["compose", "validate", str(bad)]))
     assert "not UTF-8 text" in line
-    monkeypatch.delenv("NEXTGPT_DEBUG", raising=False)
+    # setenv (not delenv) first, so that teardown puts the variable back as it was: --debug sets it in-process
+    monkeypatch.setenv("NEXTGPT_DEBUG", "")
     for args, env in ((["--debug", "compose", "validate", str(bad)], {}), (["compose", "validate", str(bad)], {"NEXTGPT_DEBUG": "1"})):
         result = runner.invoke(app, args, env=env)
         assert result.exit_code == 2
         assert result.stderr.startswith(f"error: {line[len('error: '):]}\n")
         assert "UnicodeDecodeError" in result.stderr and "direct cause" in result.stderr and "Traceback" in result.stderr
-        monkeypatch.delenv("NEXTGPT_DEBUG", raising=False)  # --debug sets it for the process
+        monkeypatch.setenv("NEXTGPT_DEBUG", "")
+    assert _error_line(runner.invoke(app, ["compose", "validate", str(bad)])) == line  # one line again
