@@ -79,6 +79,8 @@ def load_custom_suite(path: Path) -> list[CustomRow]:
         raise ConfigError(f"--suite {path}: no such file (a suite is 'toy' or a .jsonl file)") from None
     except UnicodeDecodeError:
         raise ConfigError(f"--suite {path}: not UTF-8 text") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"--suite {path}: cannot read it ({exc.strerror or exc})") from exc
     rows: list[CustomRow] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -56,3 +56,6 @@ def test_duplicate_ids_an_empty_file_and_a_missing_file_are_refused(tmp_path):
         load_custom_suite(_write(tmp_path, ""))
     with pytest.raises(ConfigError, match="no such file"):
         load_custom_suite(tmp_path / "nowhere.jsonl")
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_custom_suite(tmp_path / "folder.jsonl")
