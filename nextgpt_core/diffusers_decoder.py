@@ -25,6 +25,7 @@ from .interfaces import ComponentConfig, ConditioningInput, Decoder
 from .language_model import derived_seed
 
 __all__ = [
+    "OFFLOAD_DEVICE",
     "CLIPTextDecoder",
     "DiffusersDecoder",
     "DiffusersDecoderConfig",
@@ -95,6 +96,9 @@ class DiffusersDecoderConfig(ComponentConfig):
             raise ValueError("give exactly one of `path` (a local diffusers folder; nothing is downloaded) and `tiny = true`")
         return self
 
+
+#: the accelerator model CPU offload moves each sub-model to while it runs (diffusers' own default: GPU 0)
+OFFLOAD_DEVICE = "cuda:0"
 
 #: marks "inside a call, per-call pipeline not made yet" in :attr:`DiffusersDecoder.pipe`'s context variable
 _PENDING = object()
@@ -237,7 +241,7 @@ class DiffusersDecoder(Decoder):
         pipe.set_progress_bar_config(disable=not config.progress)  # type: ignore[attr-defined]
         self.pipe = pipe
         if config.offload and torch.cuda.is_available():  # type: ignore[attr-defined]
-            pipe.enable_model_cpu_offload()
+            pipe.enable_model_cpu_offload(device=OFFLOAD_DEVICE)
         elif self.device.type != "cpu":
             pipe.to(self.device)
 
@@ -254,7 +258,32 @@ class DiffusersDecoder(Decoder):
         """Model CPU offload: each sub-model moves to the GPU only while it runs (needs accelerate and CUDA)."""
         self.config = self.config.model_copy(update={"offload": True})
         if self.pipe is not None and torch.cuda.is_available():
-            self.pipe.enable_model_cpu_offload()
+            self.pipe.enable_model_cpu_offload(device=OFFLOAD_DEVICE)
+
+    @property
+    def execution_device(self) -> torch.device:
+        """Where the pipeline's models compute, so where its inputs go: under model CPU offload the accelerator
+        each sub-model moves to while it runs (:data:`OFFLOAD_DEVICE`), else the pipeline's device (diffusers'
+        public ``DiffusionPipeline.device``; the configured ``device`` before loading)."""
+        if self.config.offload and torch.cuda.is_available():  # type: ignore[attr-defined]
+            return torch.device(OFFLOAD_DEVICE)
+        pipe = self.pipe
+        return torch.device(pipe.device) if pipe is not None else self.device
+
+    def call_pipeline(self, prompt_embeds: Any, negative_prompt_embeds: Any, *, generator: torch.Generator | None,
+                      options: Any, output_type: str, **extra: Any) -> Any:
+        """One call of the pipeline with embeddings: the positive and negative ``prompt_embeds``, the options'
+        ``num_inference_steps`` and ``guidance_scale``, ``generator`` and ``output_type``; ``extra`` are the
+        pipeline's own further arguments (size, frames, audio length, masks). Returns the pipeline's output."""
+        return self.pipe(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            num_inference_steps=options.num_inference_steps,
+            guidance_scale=options.guidance_scale,
+            generator=generator,
+            output_type=output_type,
+            **extra,
+        )
 
     def torch_modules(self) -> list[torch.nn.Module]:
         """The loaded pipeline's torch modules (UNet, VAE, text encoders, vocoder, ...), each once; empty while
@@ -274,14 +303,15 @@ class DiffusersDecoder(Decoder):
 
 
 # ---------------------------------------------------------------------------------------------- CLIP-text pipelines
-def encode_empty_negative(pipe: Any, length: int, dim: int) -> torch.Tensor:
-    """The pipeline's own encoding of ``negative_prompt=""``: ``(1, length, dim)``.
+def encode_empty_negative(pipe: Any, length: int, dim: int, *, device: torch.device | None = None) -> torch.Tensor:
+    """The pipeline's own encoding of ``negative_prompt=""``: ``(1, length, dim)`` on ``device``.
 
     Runs ``pipe.encode_prompt`` down its classifier-free-guidance branch (tokenizer padded to ``length``, then the
-    text encoder), exactly as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does.
+    text encoder), exactly as a call with ``prompt_embeds=...`` and ``negative_prompt=""`` does. ``device``: where
+    the text encoder computes (:attr:`DiffusersDecoder.execution_device`); default the pipeline's ``device``.
     """
     dtype = pipe.text_encoder.dtype
-    device = pipe._execution_device
+    device = torch.device(pipe.device) if device is None else device
     placeholder = torch.zeros(1, length, dim, dtype=dtype, device=device)
     _, negative = pipe.encode_prompt(None, device, 1, True, negative_prompt="", prompt_embeds=placeholder)
     return negative
@@ -300,17 +330,19 @@ def check_captions(texts: Sequence[str]) -> list[str]:
     return captions
 
 
-def encode_prompt_positive(pipe: Any, texts: Sequence[str]) -> torch.Tensor:
+def encode_prompt_positive(pipe: Any, texts: Sequence[str], *, device: torch.device | None = None) -> torch.Tensor:
     """The pipeline's own encoding of ``prompt=list(texts)``: ``(len(texts), length, dim)`` on CPU, no gradient.
 
     Runs ``pipe.encode_prompt`` down its positive branch only (no classifier-free guidance): the tokenizer pads and
     truncates each caption to ``tokenizer.model_max_length`` (77), then the text encoder, exactly as a call with
     ``prompt=texts`` does. ``[""]`` gives the same tensor as :func:`encode_empty_negative` (the same branch of code
-    in diffusers). Raises ``TypeError`` for a bare string or a non-string item, ``ValueError`` for no texts.
+    in diffusers). ``device``: where the text encoder computes (default the pipeline's ``device``). Raises
+    ``TypeError`` for a bare string or a non-string item, ``ValueError`` for no texts.
     """
     captions = check_captions(texts)
+    device = torch.device(pipe.device) if device is None else device
     with torch.no_grad():
-        positive, _ = pipe.encode_prompt(captions, pipe._execution_device, 1, False)
+        positive, _ = pipe.encode_prompt(captions, device, 1, False)
     return positive.detach().cpu()
 
 
@@ -383,13 +415,13 @@ class CLIPTextDecoder(DiffusersDecoder):
     def encode_unconditional(self) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``."""
         spec = self.conditioning_inputs[0]
-        return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim)}
+        return {spec.name: encode_empty_negative(self.pipe, spec.length, spec.dim, device=self.execution_device)}
 
     def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), 77, dim)}`` on CPU, what the pipeline's
         ``encode_prompt`` computes for ``prompt=texts``; ``[""]`` gives :meth:`unconditional`."""
         self.load()
         spec = self.conditioning_inputs[0]
-        out = {spec.name: encode_prompt_positive(self.pipe, texts)}
+        out = {spec.name: encode_prompt_positive(self.pipe, texts, device=self.execution_device)}
         self._check(out, batch=len(out[spec.name]), what="encode_text()")
         return out

@@ -145,9 +145,6 @@ class _AudioDecoderBase(DiffusersDecoder):
     def _check_pipeline(self) -> None:
         """Raise ``ConfigError`` when the loaded pipeline does not fit the declared conditioning inputs."""
 
-    def _exec_device(self) -> torch.device:
-        return torch.device(self.pipe._execution_device)
-
     def _check_length(self, seconds: float) -> None:
         vocoder = self.pipe.vocoder.config
         minimum = float(np.prod(vocoder.upsample_rates)) / vocoder.sampling_rate * self.pipe.vae_scale_factor
@@ -286,15 +283,19 @@ class AudioLDMAudioDecoder(_AudioDecoderBase):
                 + ", ".join(f"{k} is {v}" for k, v in bad.items())
             )
 
+    def _clap_embeds(self, captions: list[str], max_length: int) -> torch.Tensor:
+        """``(B, D)``: what ``AudioLDMPipeline._encode_prompt`` computes for ``captions`` (the pipeline has no public
+        encoder of prompts): the tokenizer padded and cut to ``max_length``, the CLAP text model's ``text_embeds``,
+        L2-normalised, in the text encoder's dtype, on :attr:`execution_device`."""
+        pipe, device = self.pipe, self.execution_device
+        tokens = pipe.tokenizer(captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+        embeds = pipe.text_encoder(tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device)).text_embeds
+        return F.normalize(embeds, dim=-1).to(dtype=pipe.text_encoder.dtype, device=device)
+
     def encode_unconditional(self) -> dict[str, torch.Tensor]:
         """The pipeline's own encoding of ``""`` (its ``_encode_prompt`` negative branch: tokenizer padded to
         ``max_length = D``, CLAP ``text_embeds``, L2-normalised), as ``{"prompt_embeds": (1, 1, D)}``."""
-        dim = self.embed_dim_of(self.config)
-        placeholder = torch.zeros(1, dim, dtype=self.pipe.text_encoder.dtype, device=self._exec_device())
-        both = self.pipe._encode_prompt(
-            None, self._exec_device(), 1, True, negative_prompt=None, prompt_embeds=placeholder
-        )  # (2, D): [negative for "", placeholder]
-        return {"prompt_embeds": both[:1].unsqueeze(1)}
+        return {"prompt_embeds": self._clap_embeds([""], self.embed_dim_of(self.config)).unsqueeze(1)}
 
     def encode_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """The stage-2 L2 targets: ``{"prompt_embeds": (len(texts), 1, D)}`` on CPU, what the pipeline's
@@ -305,7 +306,7 @@ class AudioLDMAudioDecoder(_AudioDecoderBase):
         captions = check_captions(texts)
         self.load()
         with torch.no_grad():
-            embeds = self.pipe._encode_prompt(captions, self._exec_device(), 1, False)  # (B, D), normalised
+            embeds = self._clap_embeds(captions, self.pipe.tokenizer.model_max_length)  # (B, D), normalised
         out = {"prompt_embeds": embeds.detach().unsqueeze(1).cpu()}
         self._check(out, batch=len(captions), what="encode_text()")
         return out
@@ -327,14 +328,13 @@ class AudioLDMAudioDecoder(_AudioDecoderBase):
         cond = conditioning["prompt_embeds"][:, 0, :].to(dtype)
         if self.config.normalize_embeds:
             cond = F.normalize(cond, dim=-1)
-        out = self.pipe(
-            prompt_embeds=cond,
-            negative_prompt_embeds=negative["prompt_embeds"][:, 0, :].to(dtype),
-            num_inference_steps=options.num_inference_steps,
-            guidance_scale=options.guidance_scale,
-            audio_length_in_s=options.audio_length_in_s,
+        out = self.call_pipeline(
+            cond,
+            negative["prompt_embeds"][:, 0, :].to(dtype),
             generator=generator,
+            options=options,
             output_type="np",
+            audio_length_in_s=options.audio_length_in_s,
         )
         return self._to_audio(out.audios)
 
@@ -625,7 +625,7 @@ class AudioLDM2AudioDecoder(_AudioDecoderBase):
         """Steps 1-4 of :meth:`encode_unconditional` for a batch of captions: the conditioning dict and the T5
         attention mask ``(B, S)`` (long)."""
         pipe, config = self.pipe, self.config
-        device = self._exec_device()
+        device = self.execution_device
         batch = len(captions)
         with torch.no_grad():
             clap_in = pipe.tokenizer(
@@ -680,18 +680,17 @@ class AudioLDM2AudioDecoder(_AudioDecoderBase):
         neg_mask = self.negative_attention_mask
         if neg_mask is None:  # pragma: no cover - set at load
             neg_mask = torch.ones(1, length, dtype=torch.long)
-        out = pipe(
-            prompt_embeds=prompt,
+        out = self.call_pipeline(
+            prompt,
+            negative["prompt_embeds"].to(pipe.text_encoder_2.dtype),
+            generator=generator,
+            options=options,
+            output_type="np",
             attention_mask=torch.ones(batch, length, dtype=torch.long, device=prompt.device),
             generated_prompt_embeds=conditioning["generated_prompt_embeds"].to(pipe.language_model.dtype),
-            negative_prompt_embeds=negative["prompt_embeds"].to(pipe.text_encoder_2.dtype),
             negative_attention_mask=neg_mask.to(prompt.device).expand(batch, length),
             negative_generated_prompt_embeds=negative["generated_prompt_embeds"].to(pipe.language_model.dtype),
             max_new_tokens=self.config.generated_length,
-            num_inference_steps=options.num_inference_steps,
-            guidance_scale=options.guidance_scale,
             audio_length_in_s=options.audio_length_in_s,
-            generator=generator,
-            output_type="np",
         )
         return self._to_audio(out.audios)

@@ -154,15 +154,14 @@ class StableDiffusionImageDecoder(CLIPTextDecoder):
     ) -> list[Any]:
         """``{"prompt_embeds": (B, 77, dim)}`` + negatives of the same shape -> ``B`` RGB ``PIL.Image.Image``."""
         dtype = self.torch_dtype
-        out = self.pipe(
-            prompt_embeds=conditioning["prompt_embeds"].to(dtype),
-            negative_prompt_embeds=negative["prompt_embeds"].to(dtype),
-            guidance_scale=options.guidance_scale,
-            num_inference_steps=options.num_inference_steps,
+        out = self.call_pipeline(
+            conditioning["prompt_embeds"].to(dtype),
+            negative["prompt_embeds"].to(dtype),
+            generator=generator,
+            options=options,
+            output_type="pil",
             height=options.height,
             width=options.width,
-            generator=generator,
-            output_type="pil",
         )
         return list(out.images)
 

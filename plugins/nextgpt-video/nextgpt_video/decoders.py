@@ -100,16 +100,15 @@ class _TextToVideoDecoder(CLIPTextDecoder):
         """``{"prompt_embeds": (B, 77, dim)}`` + negatives -> ``B`` :class:`Video` of ``num_frames`` uint8 frames
         ``(T, H, W, 3)`` at ``options.fps``."""
         dtype = self.torch_dtype
-        out = self.pipe(
-            prompt_embeds=conditioning["prompt_embeds"].to(dtype),
-            negative_prompt_embeds=negative["prompt_embeds"].to(dtype),
-            guidance_scale=options.guidance_scale,
-            num_inference_steps=options.num_inference_steps,
+        out = self.call_pipeline(
+            conditioning["prompt_embeds"].to(dtype),
+            negative["prompt_embeds"].to(dtype),
+            generator=generator,
+            options=options,
+            output_type="np",
             height=options.height,
             width=options.width,
             num_frames=options.num_frames,
-            generator=generator,
-            output_type="np",
         )
         frames = np.asarray(out.frames)  # (B, T, H, W, 3) float in [0, 1]
         return [Video(frames=frames_to_uint8(row), fps=float(options.fps)) for row in frames]
