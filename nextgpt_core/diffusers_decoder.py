@@ -20,7 +20,7 @@ import torch
 
 from pydantic import model_validator
 
-from .errors import CheckpointError, ConfigError, WeightsNotFoundError
+from .errors import ConfigError, FolderMismatchError, WeightsNotFoundError
 from .interfaces import ComponentConfig, ConditioningInput, Decoder
 from .language_model import derived_seed
 
@@ -34,7 +34,9 @@ __all__ = [
     "encode_empty_negative",
     "encode_prompt_positive",
     "folder_config",
+    "folder_mismatch",
     "quiet_library_notices",
+    "text_conditioning_problems",
 ]
 
 #: notices that say nothing actionable to a nextgpt user (deprecated-but-shipped pipelines, the torchvision-free
@@ -200,7 +202,7 @@ class DiffusersDecoder(Decoder):
             return
         problems = cls.folder_problems(folder, config)
         if problems:
-            raise ConfigError(f"{cls.__name__}: the pipeline at {str(folder)!r} does not fit the config: " + "; ".join(problems))
+            raise folder_mismatch(cls.__name__, str(folder), problems)
 
     @classmethod
     def folder_problems(cls, folder: Path, config: Any) -> list[str]:
@@ -208,9 +210,18 @@ class DiffusersDecoder(Decoder):
         empty when it fits. Subclasses compare the shapes their conditioning depends on."""
         return []
 
+    def pipeline_problems(self) -> list[str]:
+        """What in the loaded pipeline (``self.pipe``) contradicts the config; empty when it fits. Checked once it
+        loads (:meth:`_load`); subclasses compare the parts and shapes their conditioning depends on."""
+        return []
+
     def _load(self) -> None:
         with quiet_library_notices():
             self._load_pipeline()
+        problems = self.pipeline_problems()
+        if problems:
+            self.pipe = None
+            raise folder_mismatch(type(self).__name__, self.config.path, problems)  # type: ignore[attr-defined]
 
     def _load_pipeline(self) -> None:
         config = self.config
@@ -360,15 +371,30 @@ def folder_config(folder: Path, part: str, name: str = "config.json") -> dict[st
     return data if isinstance(data, dict) else {}
 
 
-def check_text_conditioning(decoder: Any, pipe: Any, length: int, dim: int) -> None:
-    """Raise ``CheckpointError`` when a loaded pipeline's text side does not match the declared ``(length, dim)``."""
+def folder_mismatch(name: str, path: str | None, problems: Sequence[str]) -> FolderMismatchError:
+    """The one error of a pipeline folder (or tiny build) that does not fit a decoder's config, naming every
+    problem: ``<Decoder>: the pipeline at '<path>' does not fit the config: <problem>; <problem>``."""
+    where = f"the pipeline at {path!r}" if path is not None else "the tiny pipeline"
+    return FolderMismatchError(f"{name}: {where} does not fit the config: " + "; ".join(problems))
+
+
+def text_conditioning_problems(pipe: Any, length: int, dim: int) -> list[str]:
+    """A loaded pipeline's text side (UNet ``cross_attention_dim``, tokenizer ``model_max_length``) against the
+    declared ``(length, dim)``: one problem, or none."""
     got_dim = int(pipe.unet.config.cross_attention_dim)
     got_len = int(getattr(pipe.tokenizer, "model_max_length", length)) if pipe.tokenizer is not None else length
     if got_dim != dim or got_len != length:
-        raise CheckpointError(
-            f"{type(decoder).__name__}: the pipeline at {decoder.config.path!r} takes prompt_embeds {got_len}x{got_dim}, "
-            f"the config declares {length}x{dim} (set cross_attention_dim/text_length to match the folder)"
-        )
+        return [f"it takes prompt_embeds {got_len}x{got_dim}, the config declares {length}x{dim} "
+                "(set cross_attention_dim/text_length to match the folder)"]
+    return []
+
+
+def check_text_conditioning(decoder: Any, pipe: Any, length: int, dim: int) -> None:
+    """Raise :class:`~nextgpt_core.errors.FolderMismatchError` (a ``CheckpointError``) when a loaded pipeline's text
+    side does not match the declared ``(length, dim)``."""
+    problems = text_conditioning_problems(pipe, length, dim)
+    if problems:
+        raise folder_mismatch(type(decoder).__name__, decoder.config.path, problems)
 
 
 class CLIPTextDecoder(DiffusersDecoder):
@@ -406,11 +432,13 @@ class CLIPTextDecoder(DiffusersDecoder):
             problems.append(f"the text encoder takes {length} tokens, the config declares text_length {config.text_length}")
         return problems
 
-    def _load(self) -> None:
-        super()._load()
-        if self.config.path is not None:  # type: ignore[attr-defined]
-            spec = self.conditioning_inputs[0]
-            check_text_conditioning(self, self.pipe, spec.length, spec.dim)
+    def pipeline_problems(self) -> list[str]:
+        """A loaded folder's text side against the declared ``(text_length, cross_attention_dim)`` (the tiny build
+        is made to fit)."""
+        if self.config.path is None:  # type: ignore[attr-defined]
+            return []
+        spec = self.conditioning_inputs[0]
+        return text_conditioning_problems(self.pipe, spec.length, spec.dim)
 
     def encode_unconditional(self) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (1, 77, dim)}``: what the pipeline computes for ``negative_prompt=""``."""

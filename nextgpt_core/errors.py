@@ -7,6 +7,7 @@ __all__ = [
     "ConfigError",
     "CompositionError",
     "CheckpointError",
+    "FolderMismatchError",
     "ConditioningError",
     "MediaError",
     "ConversationError",
@@ -31,6 +32,12 @@ class CompositionError(ConfigError):
 
 class CheckpointError(NextGPTError):
     """A checkpoint or component directory that is missing, corrupt, or does not fit the model."""
+
+
+class FolderMismatchError(CheckpointError, ConfigError):
+    """A local weights folder whose models do not fit the component's config (a diffusers pipeline whose UNet takes
+    another conditioning width, say), whether found from the folder's config files or once it loaded. Both a
+    :class:`CheckpointError` (the folder does not fit) and a :class:`ConfigError` (nor do the options)."""
 
 
 class ConditioningError(NextGPTError, ValueError):

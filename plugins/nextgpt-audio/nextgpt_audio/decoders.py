@@ -134,17 +134,6 @@ def _eval(*modules: torch.nn.Module) -> None:
 class _AudioDecoderBase(DiffusersDecoder):
     """Shared: load-time shape checks, the minimum audio length, the pipeline call and the ``Audio`` output."""
 
-    def _load(self) -> None:
-        super()._load()
-        try:
-            self._check_pipeline()
-        except ConfigError:
-            self.pipe = None
-            raise
-
-    def _check_pipeline(self) -> None:
-        """Raise ``ConfigError`` when the loaded pipeline does not fit the declared conditioning inputs."""
-
     def _check_length(self, seconds: float) -> None:
         vocoder = self.pipe.vocoder.config
         minimum = float(np.prod(vocoder.upsample_rates)) / vocoder.sampling_rate * self.pipe.vae_scale_factor
@@ -270,18 +259,14 @@ class AudioLDMAudioDecoder(_AudioDecoderBase):
         }
         return [f"{k} is {v}, the config's embed_dim is {dim}" for k, v in found.items() if isinstance(v, int) and v != dim]
 
-    def _check_pipeline(self) -> None:
+    def pipeline_problems(self) -> list[str]:
+        """The CLAP text projection and the UNet's class-embedding input against ``embed_dim``."""
         dim = self.embed_dim_of(self.config)
         found = {
             "text_encoder.projection_dim": getattr(self.pipe.text_encoder.config, "projection_dim", None),
             "unet.projection_class_embeddings_input_dim": self.pipe.unet.config.projection_class_embeddings_input_dim,
         }
-        bad = {k: v for k, v in found.items() if v != dim}
-        if bad:
-            raise ConfigError(
-                f"{type(self).__name__}: the pipeline does not fit embed_dim={dim}: "
-                + ", ".join(f"{k} is {v}" for k, v in bad.items())
-            )
+        return [f"{k} is {v}, not embed_dim={dim}" for k, v in found.items() if v != dim]
 
     def _clap_embeds(self, captions: list[str], max_length: int) -> torch.Tensor:
         """``(B, D)``: what ``AudioLDMPipeline._encode_prompt`` computes for ``captions`` (the pipeline has no public
@@ -559,14 +544,15 @@ class AudioLDM2AudioDecoder(_AudioDecoderBase):
             problems.append(f"prompt_length + generated_length + 4 = {longest} exceeds the language model's {positions} positions")
         return problems
 
-    def _check_pipeline(self) -> None:
+    def pipeline_problems(self) -> list[str]:
+        """The parts needed to encode ``""``, a T5 ``text_encoder_2``, the two hidden sizes against
+        ``prompt_dim`` / ``generated_dim``, and the language model's positions against the lengths."""
         pipe, config = self.pipe, self.config
-        name = type(self).__name__
         missing = [p for p in ("text_encoder", "projection_model", "tokenizer", "tokenizer_2") if getattr(pipe, p, None) is None]
         if missing:
-            raise ConfigError(f"{name}: the pipeline lacks {missing}, needed to encode the unconditional \"\"")
+            return [f"it lacks {missing}, needed to encode the unconditional \"\""]
         if pipe.text_encoder_2.config.model_type != "t5":
-            raise ConfigError(f"{name}: text_encoder_2 is {pipe.text_encoder_2.config.model_type!r}; only T5 is supported")
+            return [f"text_encoder_2 is {pipe.text_encoder_2.config.model_type!r}; only T5 is supported"]
         t5_dim, gpt_dim = self.dims_of(config)
         found = {
             "prompt_dim (text_encoder_2 hidden size)": (pipe.text_encoder_2.config.d_model, t5_dim),
@@ -577,8 +563,7 @@ class AudioLDM2AudioDecoder(_AudioDecoderBase):
         positions = pipe.language_model.config.max_position_embeddings
         if longest > positions:
             bad.append(f"prompt_length + generated_length + 4 = {longest} exceeds the language model's {positions} positions")
-        if bad:
-            raise ConfigError(f"{name}: the pipeline does not fit the config: " + "; ".join(bad))
+        return bad
 
     def encode_unconditional(self) -> dict[str, torch.Tensor]:
         """What ``AudioLDM2Pipeline.encode_prompt`` computes as the negative for ``""`` next to a positive of T5
