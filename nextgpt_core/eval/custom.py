@@ -180,12 +180,10 @@ def run_custom_suite(
         ConfigError: the file is malformed (:func:`load_custom_suite`), or a ``read_back`` check names a modality
             that has no toy-world analyzer installed.
     """
-    import hashlib
-
     from ..conversation import Conversation, Media, Text, Turn
     from ..errors import ConfigError
     from ..model import NextGPT
-    from .toy import wilson
+    from .toy import sample_seed, wilson
 
     rows = load_custom_suite(Path(suite))[:limit]
     model = NextGPT.from_composition(composition, checkpoint=checkpoint)
@@ -203,7 +201,7 @@ def run_custom_suite(
     started = time.perf_counter()
     for i, row in enumerate(rows):
         conversation = Conversation()
-        row_seed = int(hashlib.sha1(row.sample_id.encode()).hexdigest()[:8], 16) + seed
+        row_seed = sample_seed(row.sample_id, seed)
         reply = None
         for index, (text, media) in enumerate(row.turns):
             content: list[Any] = [Media.from_path(p, modality=m) for p, m in media]

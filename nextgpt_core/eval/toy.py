@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ToySample", "VARIANTS", "run_toy_suite", "toy_samples", "wilson"]
+__all__ = ["ToySample", "VARIANTS", "run_toy_suite", "sample_seed", "toy_samples", "wilson"]
 
 #: the model variants the suite can score besides the model itself
 VARIANTS: tuple[str, ...] = ("model", "no-stage1", "no-stage2", "ceiling", "retrieval")
@@ -69,6 +69,12 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def sample_seed(sample_id: str, seed: int) -> int:
+    """The generation seed of one sample of a suite: a hash of its id plus the run's ``seed`` (so a sample's reply
+    does not depend on which other samples run, or in what order)."""
+    return int(hashlib.sha1(sample_id.encode()).hexdigest()[:8], 16) + seed
 
 
 def _task_name(dialogue: Any) -> str:
@@ -126,7 +132,7 @@ class _Runner:
 
         d = sample.dialogue
         conversation = Conversation()
-        seed = int(hashlib.sha1(sample.sample_id.encode()).hexdigest()[:8], 16) + self.seed
+        seed = sample_seed(sample.sample_id, self.seed)
         reply = None
         for index, (role, parts) in enumerate(d.turns):
             if role == "user":
