@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml registry/pyproject.toml constraints.txt $(PLU
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -c constraints.txt -e registry -e '.[test,serve,official,train,ann,ray]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -c constraints.txt -e registry -e '.[test,serve,official,train,ann,ray,eval]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
 install: $(VENV)/.installed
