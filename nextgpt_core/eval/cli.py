@@ -4,14 +4,14 @@ the paired difference of two runs. Typer only at import."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 
 def eval_command(
     ctx: typer.Context,
-    suite: str = typer.Option("toy", "--suite", help="The protocol: toy (the toy world's held-out suite), or a .jsonl file of your own rows (docs/evaluation.md)."),
+    suite: str = typer.Option("toy", "--suite", help="The protocol: toy (the toy world's held-out suite), a .jsonl file of your own rows, or a paper suite on local data: coco-caption, msrvtt-caption, audiocaps-caption, coco-t2i, msrvtt-t2v, audiocaps-t2a (docs/evaluation.md)."),
     composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name or TOML path."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (default: the composition's own)."),
     out: Path = typer.Option(Path("outputs/eval"), "--out", "-o", help="Folder for results.json, report.md and the example grid."),
@@ -20,6 +20,9 @@ def eval_command(
     variant: list[str] = typer.Option([], "--variant", help="model, no-stage1, no-stage2, ceiling, retrieval (repeatable; default: all that apply)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier evaluation (never any other folder)."),
     resume: bool = typer.Option(False, "--resume", help="Go on with an interrupted run of the same --out and options: finished samples are not run again."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Paper suites: the local copy of the dataset (COCO, MSR-VTT or AudioCaps; docs/evaluation.md gives the layouts)."),
+    metric_model: list[str] = typer.Option([], "--metric-model", help="Paper suites: NAME=PATH of a local metric network: inception (TorchScript file), clip, clap (transformers folders). Repeatable."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Paper suites: the request (captioning), or its template with {caption} (generation)."),
 ) -> None:
     """Score a model on a fixed protocol; the same seed gives the same numbers. The results folder is written
     whole at the end (a new or empty --out, or an earlier evaluation with --overwrite).
@@ -28,10 +31,16 @@ def eval_command(
         return
     from ..errors import ConfigError
 
-    if suite != "toy" and not suite.endswith(".jsonl"):
-        raise ConfigError(f"unknown suite {suite!r}; available: toy, or a .jsonl file (docs/evaluation.md)")
+    from .paper import SUITES as PAPER_SUITES
+
+    if suite != "toy" and not suite.endswith(".jsonl") and suite not in PAPER_SUITES:
+        raise ConfigError(f"unknown suite {suite!r}; available: toy, {', '.join(PAPER_SUITES)}, or a .jsonl file (docs/evaluation.md)")
     if limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if suite not in PAPER_SUITES:
+        given = [name for name, value in (("--data", data), ("--metric-model", metric_model), ("--prompt", prompt)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: for the paper suites ({', '.join(PAPER_SUITES)}), not --suite {suite}")
     if checkpoint is not None and not checkpoint.is_dir():
         raise ConfigError(f"--checkpoint {checkpoint}: no such folder")
     from .toy import VARIANTS
@@ -42,9 +51,13 @@ def eval_command(
     variants = list(variant) or list(VARIANTS)
     load_composition(composition)  # a malformed composition fails before anything heavy loads
     inputs = [checkpoint, composition if Path(composition).suffix else None]
+    explicit_limit = limit if ctx.get_parameter_source("limit").name != "DEFAULT" else None
+    if suite in PAPER_SUITES:
+        _paper_eval(suite, composition, checkpoint, out, explicit_limit, seed, variant, overwrite, resume, inputs,
+                    data=data, metric_model=metric_model, prompt=prompt)
+        return
     if suite != "toy":
-        _custom_eval(Path(suite), composition, checkpoint, out, limit if ctx.get_parameter_source("limit").name != "DEFAULT" else None,
-                     seed, variant, overwrite, resume, inputs)
+        _custom_eval(Path(suite), composition, checkpoint, out, explicit_limit, seed, variant, overwrite, resume, inputs)
         return
     check_output_folder(out, EVAL_RESULTS, overwrite=overwrite, inputs=inputs, option="--out")
     from .journal import EvalJournal
@@ -79,24 +92,11 @@ def _custom_eval(suite: Path, composition: str, checkpoint: Any, out: Path, limi
     rows = load_custom_suite(suite)  # a malformed file fails before the model loads
     check_output_folder(out, EVAL_RESULTS, overwrite=overwrite, inputs=[*inputs, suite], option="--out")
     with atomic_directory(out, EVAL_RESULTS, overwrite=overwrite, inputs=[*inputs, suite], option="--out") as tmp:
-        bar = None
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=min(len(rows), limit or len(rows)), desc="     model", unit="sample", dynamic_ncols=True)
-        except ImportError:  # pragma: no cover
-            pass
-
-        def progress(_variant: str, done: int, total: int, rate: float) -> None:
-            if bar is not None:
-                bar.n = done
-                bar.set_postfix_str(f"accuracy {100 * rate:.1f}%", refresh=True)
-
+        progress, close = _progress_bar(min(len(rows), limit or len(rows)), lambda rate: f"accuracy {100 * rate:.1f}%")
         try:
             results = run_custom_suite(composition, suite, checkpoint=checkpoint, seed=seed, limit=limit, progress=progress)
         finally:
-            if bar is not None:
-                bar.close()
+            close()
         protocol = {"suite": str(suite), "composition": str(composition),
                     "checkpoint": str(checkpoint) if checkpoint else None, "rows": limit, "seed": seed}
         write_results(results, tmp, protocol=protocol, variants=["model"])
@@ -104,6 +104,57 @@ def _custom_eval(suite: Path, composition: str, checkpoint: Any, out: Path, limi
     typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
     for task, entry in results["tasks"].items():
         typer.echo(f"{task}: {100 * entry['model']['accuracy']:.1f}% (n={entry['model']['n']})")
+
+
+def _progress_bar(total: int, postfix: Callable[[float], str]) -> tuple[Callable[[str, int, int, float], None], Callable[[], None]]:
+    """A progress bar of ``total`` samples: ``(progress, close)``; ``progress(variant, done, total, running)``
+    moves it and shows ``postfix(running)``."""
+    bar = None
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="     model", unit="sample", dynamic_ncols=True)
+    except ImportError:  # pragma: no cover
+        pass
+
+    def progress(_variant: str, done: int, _total: int, rate: float) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.set_postfix_str(postfix(rate), refresh=True)
+
+    return progress, (bar.close if bar is not None else (lambda: None))
+
+
+def _paper_eval(suite: str, composition: str, checkpoint: Any, out: Path, limit: Optional[int], seed: int,
+                variant: list[str], overwrite: bool, resume: bool, inputs: list[Any], *, data: Optional[Path],
+                metric_model: list[str], prompt: Optional[str]) -> None:
+    """``--suite coco-caption`` and the other paper suites: checked before the model loads, then run and written
+    as the other suites are (results.json, report.md, and the made media under media/)."""
+    from ..errors import ConfigError
+    from ..folders import EVAL_RESULTS, atomic_directory, check_output_folder, list_files, write_marker
+    from .metrics import parse_metric_models
+    from .paper import format_metric, prepare_paper_suite, run_paper_eval
+
+    if [v for v in variant if v != "model"]:
+        raise ConfigError(f"--variant: --suite {suite} scores the model only (the ablations are the toy suite's)")
+    if resume:
+        raise ConfigError(f"--resume is for the toy suite; --suite {suite} runs whole")
+    run = prepare_paper_suite(suite, data=data, metric_models=parse_metric_models(metric_model), limit=limit, seed=seed,
+                              prompt=prompt)  # missing data or metric networks fail before the model loads
+    every = [*inputs, *run.inputs]
+    check_output_folder(out, EVAL_RESULTS, overwrite=overwrite, inputs=every, option="--out")
+    name = "CLIP" if "clip" in run.suite.metric_models else "CLAP" if "clap" in run.suite.metric_models else None
+    with atomic_directory(out, EVAL_RESULTS, overwrite=overwrite, inputs=every, option="--out") as tmp:
+        progress, close = _progress_bar(len(run.samples), (lambda r: f"{name} {r:.3g}") if name else (lambda r: ""))
+        try:
+            results = run_paper_eval(suite, tmp, composition=composition, checkpoint=checkpoint, progress=progress,
+                                     prepared=run)
+        finally:
+            close()
+        write_marker(tmp, "eval", list_files(tmp))
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    for metric, entry in results["metrics"].items():
+        typer.echo(format_metric(metric, entry))
 
 
 def _protocol(composition: str, checkpoint: Any, per_task: int, seed: int, variants: list[str]) -> dict[str, Any]:

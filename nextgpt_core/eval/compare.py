@@ -87,6 +87,9 @@ def _outcomes(results: dict[str, Any], variant: str, where: str) -> dict[str, tu
     if rows is None:
         have = ", ".join(sorted(results["samples"])) or "none"
         raise ConfigError(f"{where} has no {variant!r} samples (it scored: {have}); choose one with --variant")
+    if "metrics" in results:  # a paper suite: corpus metrics, no per-sample right or wrong to pair
+        raise ConfigError(f"{where} is a {results.get('suite')} run: its metrics are not per-sample right/wrong, so there is "
+                          "no paired test; compare the report.md tables")
     return {str(r["id"]): (str(r["task"]), bool(r["correct"])) for r in rows}
 
 
