@@ -69,10 +69,8 @@ METRIC_MODELS: dict[str, MetricModel] = {
     "inception": MetricModel(
         "inception", "NEXTGPT_EVAL_INCEPTION",
         "a TorchScript file of the FID Inception network (uint8 images (N, 3, H, W) -> (N, 2048) features)",
-        "inception-2015-12-05.pt, the file clean-fid and StyleGAN3 use "
-        "(https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/inception-2015-12-05.pkl "
-        "is the pickle; clean-fid's https://github.com/GaParmar/clean-fid/releases/download/0.1.10/inception-2015-12-05.pt "
-        "the TorchScript file)"),
+        "inception-2015-12-05.pt, the TorchScript file StyleGAN2-ADA, StyleGAN3 and clean-fid use "
+        "(https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt)"),
     "clip": MetricModel(
         "clip", "NEXTGPT_EVAL_CLIP",
         "a transformers CLIPModel folder (config.json, weights, tokenizer, preprocessor_config.json)",
