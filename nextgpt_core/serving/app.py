@@ -33,8 +33,8 @@ from .errors import ServingError, error_body
 from .files import FileStore
 from .media import MediaGateway
 from .messages import to_conversation
-from .schemas import (ChatCompletion, ChatCompletionRequest, ErrorResponse, FileDeleted, FileList, FileObject, Health,
-                      ImageGenerationRequest, ImagesResponse, ModelCard, ModelList, describe_validation_error,
+from .schemas import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta, ErrorResponse,
+                      FileDeleted, FileList, FileObject, Health, ImageGenerationRequest, ImagesResponse, ModelCard, ModelList, describe_validation_error,
                       unsupported_settings)
 
 __all__ = ["create_app"]
@@ -493,12 +493,15 @@ async def _stream(job: Job, conversation: Any, params: dict[str, Any], notices: 
     created = int(time.time())
     store = gateway.store
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, modality: str | None = None, **extra: Any) -> bytes:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    def chunk(delta: dict[str, Any] | None, finish: str | None = None, modality: str | None = None, **extra: Any) -> bytes:
+        """One ``chat.completion.chunk`` event, validated by its model (``delta`` None: no choices). The fields
+        given are sent (``finish_reason`` always, as null until the last chunk), none of the unset optional ones."""
+        choices = [] if delta is None else [ChunkChoice(index=0, delta=Delta(**delta), finish_reason=finish)]
         if modality is not None:
-            body["modality"] = modality
-        return _sse({**body, **extra})
+            extra["modality"] = modality
+        body = ChatCompletionChunk(id=completion_id, object="chat.completion.chunk", created=created, model=model_id,
+                                   choices=choices, **extra)
+        return _sse(body.model_dump(mode="json", exclude_unset=True))
 
     def emit(kind: str, value: Any) -> None:
         if not job.cancelled.is_set():
@@ -557,8 +560,7 @@ async def _stream(job: Job, conversation: Any, params: dict[str, Any], notices: 
                 yield chunk({}, _finish_reason(response, model, params["max_new_tokens"]), seed=response.seed,
                             notices=[*notices, *response.notices], usage=usage)
                 if include_usage:
-                    yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                "model": model_id, "choices": [], "usage": usage})
+                    yield chunk(None, usage=usage)
                 delivered = True
                 break
         yield b"data: [DONE]\n\n"

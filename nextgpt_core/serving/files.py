@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import ServingError
+from .schemas import FileObject
 
 __all__ = ["FILE_ID", "FileRecord", "FileStore"]
 
@@ -44,10 +45,11 @@ class FileRecord:
     created_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """The OpenAI file object plus ``modality``, ``mime_type`` and the ``url`` of the content."""
-        return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
-                "filename": self.filename, "purpose": self.purpose, "modality": self.modality,
-                "mime_type": self.mime_type, "url": content_url(self.id)}
+        """The API's view of the record: :class:`~nextgpt_core.serving.schemas.FileObject` (the OpenAI file object
+        plus ``modality``, ``mime_type`` and the ``url`` of the content), as a dict."""
+        return FileObject(id=self.id, bytes=self.bytes, created_at=self.created_at, filename=self.filename,
+                          purpose=self.purpose, modality=self.modality, mime_type=self.mime_type,
+                          url=content_url(self.id)).model_dump()
 
 
 def content_url(file_id: str) -> str:
