@@ -15,7 +15,7 @@ def eval_command(
     composition: str = typer.Option("toy", "--composition", "-c", help="Built-in name or TOML path."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights (default: the composition's own)."),
     out: Path = typer.Option(Path("outputs/eval"), "--out", "-o", help="Folder for results.json, report.md and the example grid."),
-    limit: int = typer.Option(10, "--limit", help="Samples per task (toy); the first N rows of a .jsonl suite (default: all)."),
+    limit: int = typer.Option(10, "--limit", help="Samples per task (toy); the first N rows of a .jsonl suite, or N items of a paper suite's split drawn with --seed (default: all)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the samples and every generation."),
     variant: list[str] = typer.Option([], "--variant", help="model, no-stage1, no-stage2, ceiling, retrieval (repeatable; default: all that apply)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier evaluation (never any other folder)."),

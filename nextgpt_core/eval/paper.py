@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -379,8 +379,3 @@ def format_metric(name: str, entry: Mapping[str, Any]) -> str:
     ci = entry.get("ci95")
     interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
     return f"{name}: {entry['value']:.4g}{interval} (n={entry['n']})"
-
-
-def suite_names() -> Sequence[str]:
-    """The ``--suite`` names of the paper suites."""
-    return list(SUITES)

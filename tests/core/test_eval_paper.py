@@ -464,6 +464,28 @@ def test_the_cli_refuses_before_loading_anything(datasets, tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
+def test_the_cli_writes_a_paper_suite_like_the_others(datasets, real_model, tmp_path, monkeypatch):
+    """`nextgpt eval --suite coco-caption --data DIR --limit 2`: the results folder with its marker, the metrics printed
+    one per line (the model is the module's tiny one: the CLI would build the same from `--composition tiny`)."""
+    from typer.testing import CliRunner
+
+    from nextgpt_core.cli import app
+    from nextgpt_core.model import NextGPT
+
+    monkeypatch.setattr(M.shutil, "which", lambda name: None)
+    monkeypatch.setattr(NextGPT, "from_composition", classmethod(lambda cls, *a, **k: real_model))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "--suite", "coco-caption", "--composition", "tiny", "--data",
+                                      str(datasets["coco"]), "--limit", "2", "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "BLEU-4: " in result.stdout and "METEOR: not run (java is not on PATH" in result.stdout
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["protocol"]["data"] == str(datasets["coco"]) and saved["protocol"]["seed"] == 3
+    assert len(saved["samples"]["model"]) == 2 and (out / ".nextgpt-output.json").is_file()
+    again = CliRunner().invoke(app, ["eval", "--suite", "coco-caption", "--data", str(datasets["coco"]), "--out", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.stderr  # an earlier evaluation is replaced only when asked
+
+
 def test_compare_refuses_paper_results_in_one_line(tmp_path):
     from nextgpt_core.eval.compare import compare_results
 
