@@ -378,10 +378,11 @@ def cache_targets_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Captions per text-encoder call."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier target cache (never any other folder)."),
 ) -> None:
-    """Encode every target caption once with its decoder's own text encoder (stage-2 L2 targets)."""
+    """Encode every target caption once with its decoder's own text encoder (stage-2 L2 targets); for a retrieval
+    decoder, embed every target media file once with the modality's encoder."""
     from .composition import resolve_composition
     from .folders import TARGET_CACHE
-    from .training.targets import build_decoders, cache_targets
+    from .training.targets import TargetCache, build_decoders, cache_targets, media_target_encoders
 
     read = [*data, media_root, _composition_file(composition)]
     _check_out(out, TARGET_CACHE, overwrite=overwrite, inputs=read)
@@ -389,8 +390,13 @@ def cache_targets_command(
     loaded = _read_data(data, fmt, media_root, on_error, task, None)
     targets = [t for sample in loaded.samples for t in sample.targets]
     counts = cache_targets(targets, build_decoders(resolved), out, composition=resolved.composition.name,
-                           batch_size=batch_size, overwrite=overwrite, inputs=read)
+                           batch_size=batch_size, overwrite=overwrite, inputs=read,
+                           media_encoders=media_target_encoders(resolved))
     typer.echo(f"cached {sum(counts.values())} targets ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}) in {out}")
+    media = TargetCache(out).media_counts()
+    if media:
+        typer.echo(f"embedded {sum(media.values())} target media file(s) ({', '.join(f'{k} {v}' for k, v in media.items())}) "
+                   "with the modality encoders, for the retrieval decoders")
 
 
 def _fitting_samples(model: Any, samples: list[Any], on_error: str) -> list[Any]:

@@ -136,9 +136,12 @@ def _checkpoint_owned(folder: Path, rel: str, manifest: dict) -> bool:
 
 def _target_cache_owned(folder: Path, rel: str, manifest: dict) -> bool:
     parts = rel.split("/")
-    counts = manifest.get("counts")
-    return (len(parts) == 2 and isinstance(counts, dict) and parts[0] in counts
-            and parts[1].endswith(".safetensors"))
+    counts, media = manifest.get("counts"), manifest.get("media")
+    if len(parts) != 2 or not parts[1].endswith(".safetensors"):
+        return False
+    if parts[0] == "media-embeddings":  # training.targets.MEDIA_FOLDER: one file per modality with media targets
+        return isinstance(media, dict) and parts[1].removesuffix(".safetensors") in media
+    return isinstance(counts, dict) and parts[0] in counts
 
 
 def _component_recognise(folder: Path) -> bool:

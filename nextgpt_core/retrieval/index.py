@@ -46,6 +46,7 @@ __all__ = [
     "GalleryItem",
     "build_index",
     "encoder_identity",
+    "encoder_mismatch",
     "faiss_available",
     "gallery_files",
     "make_search",
@@ -111,6 +112,19 @@ def encoder_identity(encoder: Any, component: str, media_io: Any = None) -> Enco
         fingerprint=_fingerprint(encoder),
         probe=probe,
     )
+
+
+def encoder_mismatch(stored: EncoderIdentity, identity: EncoderIdentity) -> str | None:
+    """Why embeddings made with the encoder ``stored`` do not live in ``identity``'s space (``None``: they do):
+    other weights (fingerprint), or the same weights embedding the probe item otherwise (preprocessing options)."""
+    if identity.fingerprint != stored.fingerprint:
+        return "other weights"
+    if stored.probe and identity.probe:
+        a, b = np.asarray(stored.probe), np.asarray(identity.probe)
+        cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)) if len(a) == len(b) else 0.0
+        if len(a) != len(b) or cosine < 1 - PROBE_TOLERANCE:
+            return "the same weights but another embedding of the probe item (other preprocessing options)"
+    return None
 
 
 @torch.no_grad()
@@ -290,14 +304,7 @@ class GalleryIndex:
         Raises:
             GalleryIndexError: other weights (fingerprint) or another embedding of the probe item.
         """
-        problem = None
-        if identity.fingerprint != self.identity.fingerprint:
-            problem = "other weights"
-        elif self.identity.probe and identity.probe:
-            a, b = np.asarray(self.identity.probe), np.asarray(identity.probe)
-            cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-            if len(a) != len(b) or cosine < 1 - PROBE_TOLERANCE:
-                problem = "the same weights but another embedding of the probe item (other preprocessing options)"
+        problem = encoder_mismatch(self.identity, identity)
         if problem:
             raise GalleryIndexError(
                 f"gallery index {str(self.folder)!r} was built with encoder {self.identity.describe()}, not with this "

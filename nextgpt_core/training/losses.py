@@ -7,7 +7,8 @@
   them: ``signal.position_offset``), plus the signal tokens' input embeddings (as :meth:`NextGPT.decode_run`),
   through each of the modality's output projectors, against the cached caption embedding of every conditioning
   input the projector fills; a retrieval decoder's input (``Decoder.targets_from_media``) against the modality
-  encoder's embedding of the span's target media instead (spans without a media file leave it out).
+  encoder's embedding of the span's target media instead (spans without a media file leave it out), read from the
+  target cache when ``nextgpt cache-targets`` embedded it there, else computed (:func:`media_target`).
 
 Example:
     >>> import torch
@@ -33,6 +34,7 @@ __all__ = [
     "l2_loss",
     "lm_loss",
     "lm_token_count",
+    "media_target",
     "signal_hidden_states",
     "signal_l2_losses",
     "signal_projections",
@@ -138,15 +140,27 @@ def signal_projections(
     return out
 
 
+def media_target(model: NextGPT, targets: Any, key: str, path: Any) -> torch.Tensor:
+    """The stage-2 target of a media-target input, ``(1, dim)``: from ``targets`` when it caches the encoder's
+    embedding of this file (a :class:`~nextgpt_core.training.targets.TargetCache` made by ``nextgpt cache-targets``
+    for a composition with a retrieval decoder: ``targets.media_target(model, key, path)``), else computed by
+    :meth:`NextGPT.media_target` (the same numbers, one encoder forward)."""
+    lookup = getattr(targets, "media_target", None)
+    cached = lookup(model, key, path) if lookup is not None else None
+    return cached if cached is not None else model.media_target(key, path)
+
+
 def _media_l2(
-    model: NextGPT, key: str, name: str, entries: list[tuple[int, SignalSpan]], pred: torch.Tensor, reduction: str
+    model: NextGPT, key: str, name: str, entries: list[tuple[int, SignalSpan]], pred: torch.Tensor, reduction: str,
+    targets: Any = None,
 ) -> torch.Tensor | None:
     """L2 between a media-target input's predictions ``(S, 1, dim)`` and the encoder's embeddings of the spans'
-    target media (spans without a media file take no part; ``None`` when none has one)."""
+    target media (spans without a media file take no part; ``None`` when none has one), read from ``targets`` when
+    it caches them (:func:`media_target`)."""
     chosen = [i for i, (_, span) in enumerate(entries) if span.media_path is not None]
     if not chosen:
         return None
-    wanted = torch.stack([model.media_target(key, entries[i][1].media_path) for i in chosen]).to(pred.device, pred.dtype)
+    wanted = torch.stack([media_target(model, targets, key, entries[i][1].media_path) for i in chosen]).to(pred.device, pred.dtype)
     picked = pred.index_select(0, torch.tensor(chosen, device=pred.device))
     if tuple(wanted.shape[1:]) != tuple(picked.shape[1:]):
         raise ValueError(f"{key}: the encoder's target embeddings are {tuple(wanted.shape[1:])}; the {name!r} projector "
@@ -204,7 +218,7 @@ def signal_l2_losses(
         from_media = model.media_target_names(key)
         for name, pred in preds.items():
             if name in from_media:  # a retrieval decoder's query: the encoder's embedding of the target media
-                loss = _media_l2(model, key, name, entries, pred, reduction)
+                loss = _media_l2(model, key, name, entries, pred, reduction, targets)
                 if loss is not None:
                     total = loss if total is None else total + loss
                 continue

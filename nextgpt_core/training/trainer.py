@@ -321,6 +321,7 @@ class Trainer:
         self.use_denoise = config.stage in (2, 3) and config.denoise_weight > 0
         if self.use_denoise:
             self._check_denoising()
+        media_note = self._check_media_targets() if self.use_l2 else ""
 
         _seed_everything(config.seed)
         self.order_generator = torch.Generator().manual_seed(config.seed)
@@ -334,6 +335,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             print(self.trainable.table(), file=sys.stderr)
             print(f"engine: {self.engine.describe()}", file=sys.stderr, flush=True)
+            if media_note:
+                print(media_note, file=sys.stderr, flush=True)
             self.trainable.save(self.output_dir / "trainable.json")
 
         self.steps_per_epoch = math.ceil(len(self.samples) / config.batch_size)
@@ -629,6 +632,26 @@ class Trainer:
             if self.use_denoise:
                 dn = self._denoising_sums(projections)
         return lm_sum, l2, dn
+
+    def _check_media_targets(self) -> str:
+        """For the modalities whose stage-2 targets are the encoder's embedding of the target media (a retrieval
+        decoder): refuse a target cache whose embeddings another encoder made (one line, before any step), and say
+        where the targets come from: the cache, or the encoder at every step (``""`` when no such modality)."""
+        outputs = set(self.model.output_modalities())
+        wanted = sorted({t.modality for s in self.samples for t in s.targets if t.media_path is not None
+                         and t.modality in outputs and self.model.media_target_names(t.modality)})
+        if not wanted:
+            return ""
+        counts = self.targets.media_counts() if hasattr(self.targets, "media_counts") else {}
+        cached = [k for k in wanted if k in counts]
+        for key in cached:
+            self.targets.check_media_encoder(self.model, key)  # type: ignore[attr-defined]
+        computed = [k for k in wanted if k not in counts]
+        parts = [f"{', '.join(f'{k} ({counts[k]} files)' for k in cached)} read from the target cache"] if cached else []
+        if computed:
+            parts.append(f"{', '.join(computed)} embedded by the encoder at every step (the target cache holds none; "
+                         "`nextgpt cache-targets` with this composition embeds them once)")
+        return "media targets: " + "; ".join(parts)
 
     def _check_denoising(self) -> None:
         """Every modality that has target media in the data must have a decoder with a denoising loss."""

@@ -19,15 +19,15 @@ from PIL import Image
 
 from nextgpt_core import Conversation, NextGPT
 from nextgpt_core.composition import resolve_composition
-from nextgpt_core.errors import CompositionError, ConversationError, GalleryIndexError
+from nextgpt_core.errors import CheckpointError, CompositionError, ConversationError, GalleryIndexError
 from nextgpt_core.plugins import DEFAULT_PLUGINS
 from nextgpt_core.retrieval import GalleryIndex, RetrievalDecoder, build_index, faiss_available, make_search
 from nextgpt_core.retrieval.model_encoder import composition_encoder
 from nextgpt_core.testing import DecoderTesterMixin
 from nextgpt_core.training.collate import SignalSpan
-from nextgpt_core.training.data import target_id
+from nextgpt_core.training.data import Target, target_id
 from nextgpt_core.training.losses import l2_loss, signal_l2_losses
-from nextgpt_core.training.targets import build_decoders, cache_targets
+from nextgpt_core.training.targets import TargetCache, build_decoders, cache_targets, media_target_encoders
 from nextgpt_registry import Registry
 
 COLOURS = [(220, 30, 30), (30, 180, 40), (30, 60, 220), (230, 210, 20), (240, 240, 240), (20, 20, 20)]
@@ -220,7 +220,101 @@ def test_cache_targets_leaves_retrieval_modalities_to_the_encoder(index: Path, r
     assert cache_targets([target], decoders, tmp_path / "targets") == {}
 
 
+def _spans_batch(model: NextGPT, targets: list[Target]) -> tuple[SimpleNamespace, torch.Tensor]:
+    """One signal span per row (one row per target) and seeded hidden states for them."""
+    n, hidden = len(model.tokens.signals["image"]), model.llm.config.hidden_size
+    spans = [[SignalSpan("image", 2, 2 + n, t.target_id, t.caption, t.media_path)] for t in targets]
+    torch.manual_seed(0)
+    return SimpleNamespace(signal_spans=spans), torch.randn(len(targets), 2 + n + 3, hidden)
+
+
+def test_cache_targets_embeds_the_target_media_once_and_the_loss_reads_the_same_numbers(
+        index: Path, gallery: Path, registry: Registry, tmp_path: Path) -> None:
+    composition = _tiny(**_retrieval(index))  # sd-1.5 generates (caption targets), retrieval beside it (media targets)
+    resolved = resolve_composition(composition, registry)
+    files = [gallery / "warm" / "p1.png", gallery / "cool" / "p4.png", gallery / "warm" / "p1.png", None]
+    captions = ["a green picture", "a white picture", "green again", "no file named"]
+    targets = [Target("image", c, f, 1, 1) for c, f in zip(captions, files)]
+    encoders = media_target_encoders(resolved, registry)
+    assert list(encoders) == ["image"] and encoders["image"][1] == "image/imagebind"
+    assert cache_targets(targets, build_decoders(resolved), tmp_path / "targets", media_encoders=encoders) == {"image": 4}
+    cache = TargetCache(tmp_path / "targets")
+    assert len(cache) == 4 and cache.media_counts() == {"image": 2}  # p1.png embedded once; not a caption target
+    assert (tmp_path / "targets" / "media-embeddings" / "image.safetensors").is_file()
+
+    model = NextGPT.from_composition(composition, registry=registry)
+    for path in files[:2]:
+        np.testing.assert_allclose(cache.media_target(model, "image", path).numpy(),
+                                   model.media_target("image", path).numpy(), rtol=1e-5, atol=1e-6)
+    assert (cache.media_hits, cache.media_misses) == (2, 0)
+
+    batch, states = _spans_batch(model, targets)
+    on_the_fly = {tid: cache[tid] for tid in cache}  # the same caption targets, no media embeddings: computed
+    for reduction in ("mean", "sum"):
+        cached = signal_l2_losses(model, states, batch, cache, reduction=reduction)["image"]
+        computed = signal_l2_losses(model, states, batch, on_the_fly, reduction=reduction)["image"]
+        torch.testing.assert_close(cached, computed, rtol=1e-5, atol=1e-6)
+    assert (cache.media_hits, cache.media_misses) == (2 + 2 * 3, 0)  # every media target came from the cache
+
+
+def test_cached_media_targets_follow_the_file_and_refuse_another_encoder(
+        index: Path, gallery: Path, registry: Registry, tmp_path: Path) -> None:
+    composition = _tiny(**_retrieval(index))
+    resolved = resolve_composition(composition, registry)
+    picture = tmp_path / "target.png"
+    picture.write_bytes((gallery / "warm" / "p1.png").read_bytes())
+    targets = [Target("image", "a picture", picture, 1, 1)]
+    cache_targets(targets, build_decoders(resolved), tmp_path / "targets", media_encoders=media_target_encoders(resolved, registry))
+    cache = TargetCache(tmp_path / "targets")
+    model = NextGPT.from_composition(composition, registry=registry)
+    assert cache.media_target(model, "image", picture) is not None
+
+    picture.write_bytes((gallery / "cool" / "p4.png").read_bytes())  # changed since caching: embedded as it now is
+    os.utime(picture, ns=(1, 1))
+    assert cache.media_target(model, "image", picture) is None and cache.media_misses == 1
+    batch, states = _spans_batch(model, targets)
+    model.encoder_cache.max_items = 0
+    torch.testing.assert_close(signal_l2_losses(model, states, batch, cache)["image"],
+                               signal_l2_losses(model, states, batch, {t: cache[t] for t in cache})["image"])
+
+    other = NextGPT.from_composition({**composition, "seed": 1}, registry=registry)  # another image encoder
+    with pytest.raises(CheckpointError, match=r"its image target media were embedded with encoder image/imagebind .* "
+                                              r"not with this model's .*other weights.*cache-targets") as info:
+        signal_l2_losses(other, states, batch, cache)
+    assert "\n" not in str(info.value)
+
+
 # ---------------------------------------------------------------------------------------------- the command line
+@pytest.mark.subprocess
+def test_cache_targets_command_embeds_retrieval_targets_and_train_reads_them(gallery: Path, index: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "NEXTGPT_LOAD_PLUGINS": "image", "OMP_NUM_THREADS": "1"}
+    composition = tmp_path / "c.toml"
+    composition.write_text(
+        'name = "cli-retrieval"\n[llm.tiny]\n[modalities.image]\npreset = "tiny"\n'
+        f'[[modalities.image.extra_decoders]]\ndecoder = {{ id = "image/retrieval", options = {{ index = "{index}" }} }}\n'
+        'output_projector = "linear-out"\n')
+    rows = [{"turns": [{"role": "user", "parts": [{"text": f"show me picture {i}"}]},
+                       {"role": "assistant", "parts": [{"generate": "image", "caption": f"picture {i}", "media": str(path)}]}]}
+            for i, path in enumerate(sorted(gallery.glob("*/p*.png")))]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nextgpt_core.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+
+    cache = ["cache-targets", "--data", str(data), "-c", str(composition), "--out", str(tmp_path / "targets")]
+    done = run(*cache)
+    assert done.returncode == 0, done.stderr
+    assert "cached 6 targets (image 6)" in done.stdout and "embedded 6 target media file(s) (image 6)" in done.stdout
+    trained = run("train", "--stage", "2", "--data", str(data), "-c", str(composition), "--targets", str(tmp_path / "targets"),
+                  "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2")
+    assert trained.returncode == 0, trained.stderr
+    assert "media targets: image (6 files) read from the target cache" in trained.stderr
+    again = run(*cache, "--overwrite")  # the media embeddings are the cache's own files: replaced as a whole
+    assert again.returncode == 0, again.stderr
+
+
+
 @pytest.mark.subprocess
 def test_index_build_then_generate_with_retrieval_on_the_command_line(gallery: Path, index: Path, tmp_path: Path) -> None:
     env = {**os.environ, "NEXTGPT_LOAD_PLUGINS": "image", "OMP_NUM_THREADS": "1"}
