@@ -194,9 +194,12 @@ def _fingerprint(inputs: dict[str, Any]) -> str:
 def _decoder_inputs(key: str, ctx: _Context) -> dict[str, Any]:
     import inspect
 
+    from . import diffusion, optim
+
     part = ctx.world().parts[key]
-    return {"source": inspect.getsource(sys.modules[type(part).__module__]), "scale": ctx.settings.scale,
-            "seed": ctx.settings.seed}
+    # the part's recipe and the shared training loops it calls: a change to either trains the decoder again
+    return {"source": inspect.getsource(sys.modules[type(part).__module__]), "loops": _sources(diffusion, optim),
+            "scale": ctx.settings.scale, "seed": ctx.settings.seed}
 
 
 def _world_digest(ctx: _Context) -> dict[str, str]:

@@ -131,3 +131,55 @@ def test_a_build_writes_only_into_a_new_folder_or_an_earlier_world(tmp_path, mon
     monkeypatch.chdir(unfinished)
     with pytest.raises(OutputFolderError, match="current folder"):
         check_output_folder(Path("."), TOY_WORLD, overwrite=True)
+
+
+def test_a_decoder_is_trained_again_when_the_shared_training_loop_changes(world, monkeypatch, tmp_path):
+    """``--reuse`` copies a decoder only when its fingerprint matches: the part's recipe and the core's training
+    loops (nextgpt_core.toy.diffusion / optim) both go into it, so an edited loop is never silently reused."""
+    from nextgpt_core.toy import recipe
+
+    ctx = recipe._Context(out=tmp_path, settings=recipe.SCALES["mini"], keys=("image",))
+    monkeypatch.setattr(ctx, "world", lambda: world)  # the real parts (the suite loads the fake plugin)
+    before = recipe._fingerprint(recipe._decoder_inputs("image", ctx))
+    assert recipe._fingerprint(recipe._decoder_inputs("image", ctx)) == before
+    real_sources = recipe._sources
+
+    def edited(*modules):
+        out = real_sources(*modules)
+        return {k: v + "\n# edited" if k == "nextgpt_core.toy.diffusion" else v for k, v in out.items()}
+
+    monkeypatch.setattr(recipe, "_sources", edited)
+    assert recipe._fingerprint(recipe._decoder_inputs("image", ctx)) != before
+
+
+def test_the_denoiser_loop_draws_the_asked_share_of_the_noisiest_timesteps():
+    """``high_noise_share``: that share of every batch comes from the last tenth of the schedule, the rest is
+    uniform; the velocity weight there is 1 (min-SNR's would be ~0)."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from nextgpt_core.toy.diffusion import train_denoiser
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+            self.seen: list[torch.Tensor] = []
+
+        def forward(self, x, t, **_):
+            self.seen.append(t.clone())
+            return type("Out", (), {"sample": x * self.scale})()
+
+    schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    text = torch.nn.Linear(1, 1)
+    latents = torch.randn(16, 2, 4, 4)
+    seen = {}
+    for share in (0.0, 0.5, 1.0):
+        unet = Recorder()
+        train_denoiser(unet, text, lambda texts: {}, latents, ["a"] * 16, schedule, steps=40, batch_size=64,
+                       high_noise_share=share, seed=0)
+        t = torch.cat(unet.seen)
+        seen[share] = float((t >= 900).float().mean())
+    assert seen[1.0] == 1.0
+    assert 0.05 < seen[0.0] < 0.15  # uniform: a tenth
+    assert 0.5 < seen[0.5] < 0.6  # half of the batch, plus a tenth of the uniform half

@@ -35,6 +35,10 @@ RELATIONS = ("left of", "above")
 #: the side of a toy picture in pixels
 SIZE_PX = 32
 PAIR_RADIUS = 5.0
+#: share of each denoiser batch drawn from the noisiest tenth of the timesteps (train_denoiser): without it the
+#: UNet ignored the position words (the same seed put the shape in the same place whatever the caption said);
+#: with 0.3 it followed them on 23 of 40 after 1000 steps, against 7 of 40 (docs/toy-world.md)
+HIGH_NOISE_SHARE = 0.3
 
 
 class ImageToyWorld(ToyModality):
@@ -240,11 +244,14 @@ class ImageToyWorld(ToyModality):
 
         job.log(f"denoiser: UNet {sum(p.numel() for p in unet.parameters()):,} + text {sum(p.numel() for p in text_encoder.parameters()):,} parameters, {unet_steps} steps")
         unet_facts = train_denoiser(unet, text_encoder, condition, latents, captions, train_schedule, steps=unet_steps,
-                                    batch_size=32, lr=2e-3, seed=job.seed + 1,
+                                    batch_size=32, lr=2e-3, seed=job.seed + 1, high_noise_share=HIGH_NOISE_SHARE,
                                     progress=lambda s, n, loss: job.progress(vae_steps + s, vae_steps + unet_steps, loss))
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-            scheduler=DDIMScheduler.from_config(train_schedule.config, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+            # "trailing": sampling starts at the last, pure-noise timestep, where the denoiser learnt to place the
+            # shape from the caption ("leading" starts at t=951, where it learnt to read the place from the input)
+            scheduler=DDIMScheduler.from_config(train_schedule.config, clip_sample=False, set_alpha_to_one=False,
+                                                steps_offset=1, timestep_spacing="trailing"),
             safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
         )
         pipe.to(torch.float16).save_pretrained(job.out_dir, safe_serialization=True)

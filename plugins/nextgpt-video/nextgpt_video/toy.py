@@ -202,6 +202,9 @@ class VideoToyWorld(ToyModality):
     }
     #: clips per denoiser step
     DENOISER_BATCH: ClassVar[int] = 8
+    #: share of each denoiser batch from the noisiest tenth of the timesteps, where a clip's start and path are
+    #: decided from the caption (train_denoiser; the image decoder's measurement is in docs/toy-world.md)
+    HIGH_NOISE_SHARE: ClassVar[float] = 0.3
     #: the toy decoder's conditioning: prompt_embeds (TEXT_LENGTH, TEXT_DIM)
     TEXT_LENGTH: ClassVar[int] = 16
     TEXT_DIM: ClassVar[int] = 64
@@ -268,11 +271,13 @@ class VideoToyWorld(ToyModality):
         job.log(f"denoiser: UNet3D {sum(p.numel() for p in unet.parameters()):,} + text {sum(p.numel() for p in text_encoder.parameters()):,} parameters, {unet_steps} steps on {n} videos")
         unet_facts = train_denoiser(unet, text_encoder, condition, latents, captions, train_schedule, steps=unet_steps,
                                     batch_size=self.DENOISER_BATCH, lr=2e-3, seed=job.seed + 1,
+                                    high_noise_share=self.HIGH_NOISE_SHARE,
                                     progress=lambda s, _, loss: job.progress(vae_steps + s, total, loss))
         with quiet_library_notices():
             pipe = TextToVideoSDPipeline(
                 vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                scheduler=DDIMScheduler(**schedule_config, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+                scheduler=DDIMScheduler(**schedule_config, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                        timestep_spacing="trailing"),
             )
         pipe.to(torch.float16).save_pretrained(job.out_dir, safe_serialization=True)
         return {"autoencoder": vae_facts, "denoiser": unet_facts, "videos": n, "latent_scale": scaling}
