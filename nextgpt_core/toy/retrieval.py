@@ -9,9 +9,10 @@ holds the training files):
 2. **index**: ``nextgpt index build`` with the world's own encoder of the modality (ImageBind's joint space);
 3. **compose**: ``OUT/toy-retrieval.toml``, the world's composition plus a ``<key>/retrieval`` extra decoder per
    modality with a ``linear-out`` output projector (its query);
-4. **stage2**: ``nextgpt train --stage 2`` from the world's checkpoint on the world's stage-2 files: the query
-   projector learns the encoder's embedding of each sample's target media (``targets_from_media``), the
-   generators' projectors their caption targets, as in the world's own stage 2;
+4. **stage2**: ``nextgpt cache-targets`` with this composition on the world's stage-2 files (the generators'
+   caption targets, and the encoder's embedding of every target media file, once), then ``nextgpt train --stage 2``
+   from the world's checkpoint on them: the query projector learns the encoder's embedding of each sample's target
+   media (``targets_from_media``), the generators' projectors their caption targets, as in the world's own stage 2;
 5. **package**: the trained checkpoint as ``OUT/nextgpt``, named by the composition.
 
 ``nextgpt eval --composition OUT/toy-retrieval.toml --variant model --variant retrieval`` then scores generation
@@ -111,10 +112,16 @@ def build_retrieval(
     composition = out / "toy-retrieval.toml"
     composition.write_text(text, encoding="utf-8")
 
-    # 4. stage 2 from the world's checkpoint, on the world's stage-2 files
+    # 4. stage 2 from the world's checkpoint, on the world's stage-2 files, with its targets cached once: the
+    # generators' caption encodings and each target media file's embedding by the encoder (the queries' targets)
     files = [a for k in toy.parts if toy.parts[k].can_generate for a in ("--data", str(data / f"xcaption_{k}.json"))]
+    _run(["cache-targets", *files, "--media-root", str(data / "media"), "--composition", str(composition),
+          "--out", str(out / "targets-s2")], log)
+    from ..training.targets import TargetCache
+
+    facts["target_media"] = TargetCache(out / "targets-s2").media_counts()
     _run(["train", "--stage", "2", *files, "--media-root", str(data / "media"), "--composition", str(composition),
-          "--checkpoint", str(world / "nextgpt"), "--targets", str(world / "work" / "targets-s2"),
+          "--checkpoint", str(world / "nextgpt"), "--targets", str(out / "targets-s2"),
           "--out", str(out / "stage2"), "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
           "--seed", str(seed + 20), "--checkpoint-every", str(steps)], log)
     rows = [json.loads(r) for r in (out / "stage2" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -236,6 +236,9 @@ def test_retrieval_beside_generation_is_built_with_the_projects_commands_and_sco
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads((out / "retrieval.json").read_text())
     assert sorted(facts["modalities"]) == ["audio", "image", "video"] and facts["stage2"]["steps"] == 2
+    assert sorted(facts["target_media"]) == ["audio", "image", "video"]  # cached once by `nextgpt cache-targets`
+    assert "media targets: " in (log := (out / "retrieval.log").read_text()) and "read from the target cache" in log
+    assert "at every step" not in log
     assert facts["gallery_image"] == 768 and len(list((out / "gallery" / "image").iterdir())) == 768
     text = (out / "toy-retrieval.toml").read_text()
     assert 'id = "image/retrieval"' in text and 'checkpoint = "${COMPOSITION_DIR}/nextgpt"' in text
