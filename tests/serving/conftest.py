@@ -3,12 +3,13 @@ around it with chosen limits, a live uvicorn server on a free port, and small me
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from types import SimpleNamespace
 
 import pytest
+
+from nextgpt_core.testing.servers import free_port
 
 REAL_IMAGE = ["image"]
 
@@ -95,12 +96,6 @@ def make_client(tmp_path):
     yield make
     for client in clients:
         client.__exit__(None, None, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:

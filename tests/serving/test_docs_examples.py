@@ -9,13 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import free_port
+from nextgpt_core.testing.servers import free_port, wait_for_health
 from .media_samples import png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,18 +45,7 @@ def served(tmp_path_factory):
         cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"nextgpt serve exited with {process.returncode}:\n{log.read()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "nextgpt serve did not come up in 180 s"
-        time.sleep(0.3)
+    wait_for_health(base, process, timeout=180, log=folder / "server.log")
     work = folder / "work"
     work.mkdir()
     (work / "picture.png").write_bytes(png_bytes(48, 40))

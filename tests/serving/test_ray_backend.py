@@ -170,7 +170,7 @@ def test_the_command_attaches_to_a_running_application(ray_model, image_model, t
     import httpx
     import ray
 
-    from .conftest import free_port
+    from nextgpt_core.testing.servers import free_port, wait_for_health
 
     port = free_port()
     env = {**os.environ, "NEXTGPT_LOAD_PLUGINS": "image"}
@@ -181,16 +181,7 @@ def test_the_command_attaches_to_a_running_application(ray_model, image_model, t
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (log.seek(0), log.read()[-3000:])[1]
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the ray front did not come up"
-            time.sleep(0.3)
+        wait_for_health(base, process, timeout=120, log=tmp_path / "server.log")
         body = {"messages": user("Draw."), "modalities": ["text", "image"], "seed": 3, "max_tokens": 8}
         reply = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120).json()
         from nextgpt_core import Conversation

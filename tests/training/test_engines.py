@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from nextgpt_core.testing.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTIONS = ["a red square", "a blue circle", "a green star", "a small dot", "a big moon", "two lines"]
@@ -156,12 +157,6 @@ def _worker(workdir: Path, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- launching
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(config: str, args: list[str], cwd: Path = ROOT, timeout: int = 600) -> tuple[subprocess.CompletedProcess, float]:
     """``accelerate launch --config_file docs/accelerate/<config> <args>`` (2 CPU processes), on a free port; the
     DeepSpeed op build is kept in build/torch-extensions."""
@@ -172,7 +167,7 @@ def launch(config: str, args: list[str], cwd: Path = ROOT, timeout: int = 600) -
     accelerate = Path(sys.executable).with_name("accelerate")
     started = time.perf_counter()
     proc = subprocess.run([str(accelerate), "launch", "--config_file", str(ROOT / "docs" / "accelerate" / config),
-                           "--main_process_port", str(_free_port()), *args],
+                           "--main_process_port", str(free_port()), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     return proc, time.perf_counter() - started
 

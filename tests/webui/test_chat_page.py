@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from nextgpt_core.testing.servers import free_port, wait_for_health
 
 pytestmark = pytest.mark.subprocess  # runs `nextgpt serve` in a child process
 
@@ -50,17 +49,11 @@ def sync_playwright():
     return api
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(tmp_path):
     """`nextgpt serve` on `tiny` with the real image, video, audio and depth plugins and an API key; yields its base
     URL, stops it afterwards."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, NEXTGPT_LOAD_PLUGINS="image,video,audio,depth", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                NEXTGPT_API_KEY=API_KEY)
     log = open(tmp_path / "server.log", "w")
@@ -71,19 +64,7 @@ def server(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 45
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited ({proc.returncode}): {(tmp_path / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=1) as answer:
-                    if json.load(answer)["status"] == "ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer /health in 45 s: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_for_health(base, proc, timeout=45, log=tmp_path / "server.log")
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group of the server started above, nothing else
