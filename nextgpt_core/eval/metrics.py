@@ -429,7 +429,27 @@ def _load_processor(folder: Path, cls: Any) -> Any:
                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
 
 
-class ClipScorer:
+class _TextTower:
+    """The text side both contrastive scorers share: ``model.get_text_features`` on tokenised texts.
+    Subclasses set ``model``, ``tokenizer``, ``max_length`` and ``device``."""
+
+    model: Any
+    tokenizer: Any
+    max_length: int
+    device: Any
+
+    def text_embeddings(self, texts: Sequence[str]) -> Any:
+        """Texts (cut to the model's context, e.g. 77 tokens for CLIP) -> L2-normalised float ``(N, D)`` tensor."""
+        import torch
+
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.no_grad():
+            out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                               attention_mask=tokens["attention_mask"].to(self.device))
+        return _normalised(_pooled(out).float())
+
+
+class ClipScorer(_TextTower):
     """A transformers ``CLIPModel`` from a local folder (with its tokenizer and image processor): the cosine of
     image and text embeddings. Runs on ``device``."""
 
@@ -453,16 +473,6 @@ class ClipScorer:
         with torch.no_grad():
             return _normalised(_pooled(self.model.get_image_features(pixel_values=pixels.to(self.device))).float())
 
-    def text_embeddings(self, texts: Sequence[str]) -> Any:
-        """Texts (cut to the model's context, 77 tokens for CLIP) -> L2-normalised float ``(N, D)`` tensor."""
-        import torch
-
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        with torch.no_grad():
-            out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
-                                               attention_mask=tokens["attention_mask"].to(self.device))
-        return _normalised(_pooled(out).float())
-
     def cosines(self, images: Sequence[Any], texts: Sequence[str]) -> Any:
         """Cosine of image ``i`` and text ``i``: float64 array ``(N,)``."""
         pairs = (self.image_embeddings(images) * self.text_embeddings(texts)).sum(-1)
@@ -485,7 +495,7 @@ def resample_audio(samples: Any, rate: int, target: int) -> Any:
     return resample_poly(x, int(target) // g, int(rate) // g).astype(np.float32)
 
 
-class ClapScorer:
+class ClapScorer(_TextTower):
     """A transformers ``ClapModel`` from a local folder (with its tokenizer and feature extractor): audio and text
     embeddings and their cosines. Audio is made mono, resampled to the extractor's rate and cut to its first
     ``max_length_s`` seconds (so no random crop: the same clip gives the same embedding)."""
@@ -514,16 +524,6 @@ class ClapScorer:
             kwargs["is_longer"] = feats["is_longer"].to(self.device)
         with torch.no_grad():
             return _normalised(_pooled(self.model.get_audio_features(**kwargs)).float())
-
-    def text_embeddings(self, texts: Sequence[str]) -> Any:
-        """Texts -> L2-normalised float ``(N, D)`` tensor."""
-        import torch
-
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        with torch.no_grad():
-            out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
-                                               attention_mask=tokens["attention_mask"].to(self.device))
-        return _normalised(_pooled(out).float())
 
     def cosines(self, clips: Sequence[tuple[Any, int]], texts: Sequence[str]) -> Any:
         """Cosine of clip ``i`` and text ``i``: float64 array ``(N,)``."""
